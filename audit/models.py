@@ -1,0 +1,44 @@
+"""The audit log table. Rows are only ever inserted; the hash chain makes any other change visible."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from audit.db_types import UTCDateTime, new_metadata
+
+
+class AuditBase(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class AuditEvent(AuditBase):
+    __tablename__ = "audit_event"
+
+    # SQLite only treats INTEGER (not BIGINT) primary keys as the rowid; both are 64-bit.
+    sequence: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    traceparent: Mapped[str | None] = mapped_column(String(55))
+    principal_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    organisation: Mapped[str | None] = mapped_column(String(128))
+    roles: Mapped[str | None] = mapped_column(String(512))
+    action: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(128))
+    purpose: Mapped[str | None] = mapped_column(String(128))
+    legal_basis: Mapped[str | None] = mapped_column(String(256))
+    query: Mapped[str | None] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(Text)
+    privacy_cost: Mapped[float | None] = mapped_column(Float)
+    rows_released: Mapped[int | None] = mapped_column(Integer)
+    response_digest: Mapped[str | None] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    instance: Mapped[str | None] = mapped_column(String(128))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,138 @@
+"""Appending to and verifying the hash-chained audit log.
+
+Appends run inside the caller's transaction, so an event and whatever it describes (a budget spend, a
+released answer) commit together or not at all. The service never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hash
+from audit.exceptions import AuditUnavailable
+from audit.models import AuditEvent
+
+# Any constant works, as long as every gateway process uses the same one: it names the lock that
+# serialises appends on PostgreSQL so the chain stays linear across processes.
+_POSTGRES_CHAIN_LOCK = 0x6461746170_6F7274  # "dataport"
+
+
+@dataclass(slots=True)
+class EventDraft:
+    """What the caller knows about a request; sequence, time and hashes are filled in on append."""
+
+    request_id: str
+    action: str
+    decision: str
+    principal_id: str | None = None
+    organisation: str | None = None
+    roles: str | None = None
+    dataset: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    query: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    privacy_cost: float | None = None
+    rows_released: int | None = None
+    response_digest: str | None = None
+    client_address: str | None = None
+    instance: str | None = None
+    traceparent: str | None = None
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _lock_chain(session: Session) -> None:
+    """Serialise appends. PostgreSQL: a transaction-scoped advisory lock. SQLite: the gateway's engine
+    opens every transaction with ``BEGIN IMMEDIATE``, which already holds the database write lock. In
+    both cases the primary key on ``sequence`` is the backstop: two appends on the same head cannot
+    both commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_CHAIN_LOCK})
+
+
+def append_event(session: Session, draft: EventDraft) -> AuditEvent:
+    """Add ``draft`` as the next event of the chain, in the caller's transaction.
+
+    Raises ``AuditUnavailable`` if the database refuses; the caller must then release nothing.
+    """
+    try:
+        _lock_chain(session)
+        head = session.execute(
+            select(AuditEvent.sequence, AuditEvent.hash).order_by(AuditEvent.sequence.desc()).limit(1)
+        ).first()
+        sequence, prev_hash = (head[0] + 1, head[1]) if head is not None else (1, GENESIS_HASH)
+        fields = asdict(draft)
+        fields["sequence"] = sequence
+        fields["prev_hash"] = prev_hash
+        fields["hash"] = event_hash(fields)
+        event = AuditEvent(**fields)
+        session.add(event)
+        session.flush()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(f"the audit event could not be written: {type(exc).__name__}") from exc
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVerification:
+    ok: bool
+    events_checked: int
+    head_sequence: int | None
+    head_hash: str | None
+    first_broken_sequence: int | None = None
+    problem: str | None = None
+
+
+def _events_in_order(session: Session, batch_size: int) -> Iterator[AuditEvent]:
+    statement = select(AuditEvent).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)
+    yield from session.scalars(statement)
+
+
+def verify_chain(session: Session, *, batch_size: int = 5000) -> ChainVerification:
+    """Walk the whole chain and recompute every hash.
+
+    Detects an edited field, an inserted, removed or reordered event anywhere before the head.
+    Removing events from the end of the log is only detectable against a signed checkpoint.
+    """
+    expected_prev = GENESIS_HASH
+    expected_sequence = 1
+    checked = 0
+    last: AuditEvent | None = None
+    for event in _events_in_order(session, batch_size):
+        problem = None
+        if event.sequence != expected_sequence:
+            problem = f"sequence {expected_sequence} is missing (next present: {event.sequence})"
+            broken = expected_sequence
+        elif event.prev_hash != expected_prev:
+            problem = "prev_hash does not match the previous event's hash"
+            broken = event.sequence
+        elif event_hash({name: getattr(event, name) for name in HASHED_FIELDS}) != event.hash:
+            problem = "the stored hash does not match the event's fields"
+            broken = event.sequence
+        if problem is not None:
+            return ChainVerification(
+                ok=False,
+                events_checked=checked,
+                head_sequence=last.sequence if last else None,
+                head_hash=last.hash if last else None,
+                first_broken_sequence=broken,
+                problem=problem,
+            )
+        checked += 1
+        expected_prev = event.hash
+        expected_sequence += 1
+        last = event
+        session.expunge(event)
+    return ChainVerification(
+        ok=True,
+        events_checked=checked,
+        head_sequence=last.sequence if last else None,
+        head_hash=last.hash if last else None,
+    )

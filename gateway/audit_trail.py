@@ -1,0 +1,101 @@
+"""The audit event of the current request: collected while the request runs, written exactly once.
+
+Every ``/v1`` request gets an ``AuditContext`` from the middleware. The route fills in what it learns
+(principal, dataset, purpose, the normalised query). A successful request writes its event in the same
+transaction as its budget spend, before the answer is sent; a refused or failed request writes its event
+from the error handler. If the event cannot be written, nothing but a 503 leaves the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit import service as audit_service
+from audit.exceptions import AuditUnavailable
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def new_traceparent(incoming: str | None) -> str:
+    """Continue an incoming W3C trace (same trace id, new span id for this request) or start a new one."""
+    match = _TRACEPARENT.fullmatch(incoming or "")
+    trace_id = match.group(1) if match and match.group(1) != "0" * 32 else secrets.token_hex(16)
+    flags = match.group(3) if match else "01"
+    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+@dataclass(slots=True)
+class AuditContext:
+    request_id: str
+    traceparent: str
+    client_address: str | None
+    instance: str
+    action: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    principal_id: str | None = None
+    organisation: str | None = None
+    roles: str | None = None
+    dataset: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    query: str | None = None
+    written: bool = False
+
+    def draft(
+        self,
+        *,
+        decision: str,
+        reason: str | None = None,
+        detail: str | None = None,
+        privacy_cost: float | None = None,
+        rows_released: int | None = None,
+        response_body: bytes | None = None,
+    ) -> audit_service.EventDraft:
+        return audit_service.EventDraft(
+            request_id=self.request_id,
+            traceparent=self.traceparent,
+            action=self.action,
+            decision=decision,
+            principal_id=self.principal_id,
+            organisation=self.organisation,
+            roles=self.roles,
+            dataset=self.dataset,
+            purpose=self.purpose,
+            legal_basis=self.legal_basis,
+            query=self.query,
+            reason=reason,
+            detail=detail,
+            privacy_cost=privacy_cost,
+            rows_released=rows_released,
+            response_digest=hashlib.sha256(response_body).hexdigest() if response_body is not None else None,
+            client_address=self.client_address,
+            instance=self.instance,
+            occurred_at=self.started_at,
+        )
+
+
+def commit_with_event(session: Session, context: AuditContext, draft: audit_service.EventDraft) -> None:
+    """Append the event to the request's transaction and commit both; fail closed on any error."""
+    try:
+        audit_service.append_event(session, draft)
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise AuditUnavailable(f"the audit event could not be committed: {type(exc).__name__}") from exc
+    except AuditUnavailable:
+        session.rollback()
+        raise
+    context.written = True
+
+
+def write_refusal(sessions: sessionmaker[Session], context: AuditContext, draft: audit_service.EventDraft) -> None:
+    """Write the event of a refused or failed request in a transaction of its own."""
+    with sessions() as session:
+        commit_with_event(session, context, draft)

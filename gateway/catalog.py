@@ -1,0 +1,124 @@
+"""The dataset catalog: what can be queried, how it is protected, where it lives.
+
+The catalog is operator input, so it is validated strictly on load and every error names the dataset and
+column it is about. Paths in it are relative to the catalog file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.exceptions import CatalogError
+
+ColumnKind = Literal["identifier", "quasi_identifier", "sensitive", "attribute"]
+ColumnType = Literal["string", "integer", "float", "date", "boolean"]
+Action = Literal["aggregate", "export"]
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PublicKeysFile(_Strict):
+    file: str
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    kind: ColumnKind = "attribute"
+    description: str = ""
+    lower: float | None = None
+    upper: float | None = None
+    public_keys: list[str] | PublicKeysFile | None = None
+
+    @model_validator(mode="after")
+    def _bounds_make_sense(self) -> ColumnSpec:
+        if (self.lower is None) != (self.upper is None):
+            raise ValueError("give both lower and upper, or neither")
+        if self.lower is not None and self.upper is not None:
+            if self.type not in ("integer", "float"):
+                raise ValueError("bounds only apply to integer and float columns")
+            if not self.lower < self.upper:
+                raise ValueError("lower must be below upper")
+        if isinstance(self.public_keys, list) and len(set(self.public_keys)) != len(self.public_keys):
+            raise ValueError("public_keys contains duplicates")
+        return self
+
+    @property
+    def keys(self) -> tuple[str, ...] | None:
+        """The public category keys (resolved at load time; a file reference never survives loading)."""
+        assert not isinstance(self.public_keys, PublicKeysFile)
+        return tuple(self.public_keys) if self.public_keys is not None else None
+
+
+class SourceSpec(_Strict):
+    kind: Literal["parquet", "csv"]
+    path: str
+
+
+class DatasetSpec(_Strict):
+    description: str = ""
+    source: SourceSpec
+    privacy_unit: str
+    max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
+    actions: list[Action] = Field(default_factory=lambda: ["aggregate"])
+    columns: dict[Annotated[str, Field(pattern=_NAME)], ColumnSpec]
+
+    @model_validator(mode="after")
+    def _privacy_unit_is_a_column(self) -> DatasetSpec:
+        if self.privacy_unit not in self.columns:
+            raise ValueError(f"privacy_unit {self.privacy_unit!r} is not one of the columns")
+        return self
+
+
+class Catalog(_Strict):
+    gemeente: str | None = None
+    datasets: dict[Annotated[str, Field(pattern=_NAME)], DatasetSpec]
+
+    def dataset(self, name: str) -> DatasetSpec | None:
+        return self.datasets.get(name)
+
+
+def _resolve(base: Path, raw: dict[str, object]) -> None:
+    """Make source paths absolute and inline public-key files, in the raw document before validation."""
+    for name, dataset in (raw.get("datasets") or {}).items():  # type: ignore[attr-defined]
+        if not isinstance(dataset, dict):
+            continue
+        source = dataset.get("source")
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = str((base / source["path"]).resolve())
+        for column_name, column in (dataset.get("columns") or {}).items():
+            keys = column.get("public_keys") if isinstance(column, dict) else None
+            if isinstance(keys, dict) and isinstance(keys.get("file"), str):
+                key_file = base / keys["file"]
+                try:
+                    lines = key_file.read_text(encoding="utf-8").splitlines()
+                except OSError as exc:
+                    raise CatalogError(
+                        f"dataset {name!r}, column {column_name!r}: cannot read public_keys file {key_file}: {exc}"
+                    ) from exc
+                column["public_keys"] = [line.strip() for line in lines if line.strip()]
+
+
+def load_catalog(path: Path) -> Catalog:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"catalog {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"catalog {path} must be a mapping with a 'datasets' key")
+    _resolve(path.parent, raw)
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise CatalogError(f"catalog {path} is invalid: {problems}") from exc

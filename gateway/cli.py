@@ -1,0 +1,156 @@
+"""The ``datapoort`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.settings import Settings
+
+app = typer.Typer(help="Datapoort: privacy-preserving data sharing gateway for gemeenten.", no_args_is_help=True)
+db_app = typer.Typer(help="The state database.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data-dir", envvar="DATAPOORT_DATA_DIR", help="Where state and demo data live."),
+]
+
+
+def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    values = {key: value for key, value in overrides.items() if value is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _upgrade(settings: Settings) -> None:
+    from gateway.db import create_state_engine
+    from gateway.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_state_engine(settings.state_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.catalog import load_catalog
+    from gateway.exceptions import CatalogError
+
+    try:
+        load_catalog(settings.catalog_path)
+    except CatalogError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = Path(".datapoort")) -> None:
+    """Apply all migrations to the state database."""
+    settings = _settings(data_dir)
+    _upgrade(settings)
+    typer.echo(f"state database at head: {settings.state_database_url.split('@')[-1]}")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = Path(".datapoort"),
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Migrate the state database and serve the API."""
+    settings = _settings(data_dir, host=host, port=port)
+    _upgrade(settings)
+    _serve(settings)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = Path(".datapoort"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    residents: Annotated[int, typer.Option(min=1, help="Residents of Voorbeeldstad (only when the data is built).")] = 100_000,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")] = True,
+) -> None:
+    """Build the demo gemeente Voorbeeldstad (if absent), provision demo keys, and serve it."""
+    from gateway.db import create_state_engine, session_factory
+    from gateway.demo import generator, setup
+
+    settings = _settings(data_dir, host=host, port=port)
+    _upgrade(settings)
+    # The demo data and its catalog live in the data dir itself, where `serve` looks by default.
+    settings = settings.model_copy(update={"catalog": None})
+    if not settings.catalog_path.is_file():
+        typer.echo(f"building Voorbeeldstad with {residents:,} residents in {settings.data_dir} ...")
+        built = generator.generate(settings.data_dir, residents=residents)
+        typer.echo("  " + ", ".join(f"{name}: {rows:,} rows" for name, rows in built.rows.items()))
+
+    engine = create_state_engine(settings.state_database_url)
+    try:
+        setup.provision(session_factory(engine), settings.data_dir, instance=settings.instance)
+    finally:
+        engine.dispose()
+    keys_file = settings.data_dir / setup.KEYS_FILE
+    base = f"http://{settings.host}:{settings.port}"
+    read_key = f"python3 -c \"import json;print(json.load(open('{keys_file}'))['analyst'])\""
+    typer.echo(
+        f"""
+Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer): {keys_file} (mode 0600)
+  OpenAPI docs:  {base}/docs
+  Ask a DP count per wijk as the analyst:
+    KEY=$({read_key})
+    curl -s {base}/v1/query -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+      -d '{{"purpose": "beleidsinformatie", "sql": "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"}}'
+  The partner's key gets 403 for the same request. Check the audit chain:
+    datapoort audit verify --data-dir {settings.data_dir}
+"""
+    )
+    if serve_api:
+        _serve(settings)
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir = Path(".datapoort")) -> None:
+    """Recompute the audit hash chain; exit 1 at the first broken event."""
+    from gateway.db import create_state_engine, session_factory
+    from audit.service import verify_chain
+
+    settings = _settings(data_dir)
+    engine = create_state_engine(settings.state_database_url)
+    try:
+        with session_factory(engine)() as session:
+            result = verify_chain(session)
+    finally:
+        engine.dispose()
+    if result.ok:
+        typer.echo(f"audit chain intact: {result.events_checked} events, head #{result.head_sequence} {result.head_hash}")
+        return
+    typer.echo(
+        f"audit chain BROKEN at sequence {result.first_broken_sequence}: {result.problem} "
+        f"({result.events_checked} events verified before it)",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

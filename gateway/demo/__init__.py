@@ -1,0 +1,1 @@
+"""The demo gemeente Voorbeeldstad: synthetic data, a catalog, and demo principals."""

@@ -1,0 +1,56 @@
+"""FastAPI dependencies: the state, the request's session, its audit context and its principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from gateway.audit_trail import AuditContext
+from gateway.state import GatewayState
+from policies import service as policy_service
+from policies.exceptions import AuthenticationFailed
+
+
+def get_state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request. Whatever the route has not committed is rolled back on the way out."""
+    with get_state(request).sessions() as session:
+        yield session
+
+
+def get_audit_context(request: Request) -> AuditContext:
+    context: AuditContext = request.state.audit
+    return context
+
+
+_bearer = HTTPBearer(auto_error=False, description="A Datapoort API key: `Authorization: Bearer dpk_...`")
+
+
+def current_principal(
+    request: Request,
+    session: Annotated[Session, Depends(get_session)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> policy_service.AuthenticatedPrincipal:
+    if credentials is None:
+        raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
+    principal = policy_service.authenticate_key(session, credentials.credentials, now=datetime.now(UTC))
+    context = get_audit_context(request)
+    context.principal_id = principal.id
+    context.organisation = principal.organisation
+    context.roles = ",".join(sorted(get_state(request).policy_engine.roles_of(principal.id, principal.organisation)))
+    return principal
+
+
+StateDep = Annotated[GatewayState, Depends(get_state)]
+SessionDep = Annotated[Session, Depends(get_session)]
+AuditDep = Annotated[AuditContext, Depends(get_audit_context)]
+PrincipalDep = Annotated[policy_service.AuthenticatedPrincipal, Depends(current_principal)]

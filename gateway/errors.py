@@ -1,0 +1,110 @@
+"""The one place where domain exceptions become HTTP responses.
+
+Every error body is ``{"error": <stable code>, "detail": <human text>, "request_id": ...}``. Each refused
+or failed ``/v1`` request is audited here before the response is sent; if that audit write fails the
+response becomes 503 ``audit_unavailable`` instead (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from anonymization import AnonymizationError, InvalidPrivacyParameter
+from audit.exceptions import AuditError, AuditUnavailable
+from gateway import exceptions as gateway_errors
+from gateway.audit_trail import AuditContext, write_refusal
+from policies import exceptions as policy_errors
+
+logger = logging.getLogger("datapoort.errors")
+
+STATUS_BY_EXCEPTION: dict[type[Exception], int] = {
+    policy_errors.AuthenticationFailed: 401,
+    policy_errors.PolicyDenied: 403,
+    policy_errors.BudgetExhausted: 429,
+    policy_errors.PolicyConflict: 409,
+    gateway_errors.UnknownDataset: 400,
+    gateway_errors.UnknownColumn: 400,
+    gateway_errors.QueryNotSupported: 400,
+    gateway_errors.InvalidQuery: 400,
+    InvalidPrivacyParameter: 400,
+    gateway_errors.SourceUnavailable: 503,
+    gateway_errors.CatalogError: 503,
+    AuditUnavailable: 503,
+}
+
+DomainError = gateway_errors.GatewayError | policy_errors.PolicyError | AuditError | AnonymizationError
+
+
+def status_for(exc: Exception) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS_BY_EXCEPTION:
+            return STATUS_BY_EXCEPTION[kind]
+    return 500
+
+
+def _body(code: str, detail: Any, request: Request, **extra: Any) -> dict[str, Any]:
+    context: AuditContext | None = getattr(request.state, "audit", None)
+    return {"error": code, "detail": detail, "request_id": context.request_id if context else None, **extra}
+
+
+def _audited_response(
+    request: Request, status: int, code: str, detail: Any, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    context: AuditContext | None = getattr(request.state, "audit", None)
+    if context is not None and not context.written:
+        draft = context.draft(
+            decision="deny" if status < 500 else "error",
+            reason=code,
+            detail=detail if isinstance(detail, str) else str(detail),
+        )
+        try:
+            write_refusal(request.app.state.sessions, context, draft)
+        except AuditUnavailable:
+            logger.exception("audit write failed for a refused request; answering 503")
+            status, headers, extra = 503, None, {}
+            code, detail = AuditUnavailable.code, "the request could not be audited, so it is not answered"
+    return JSONResponse(_body(code, detail, request, **extra), status_code=status, headers=headers)
+
+
+def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    extra: dict[str, Any] = {}
+    if isinstance(exc, policy_errors.BudgetExhausted):
+        extra = {"epsilon_remaining": exc.remaining, "epsilon_requested": exc.requested}
+    return _audited_response(request, status, exc.code, exc.message, headers, **extra)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in exc.errors()
+    ]
+    return _audited_response(request, 422, "invalid_request", problems)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _audited_response(request, exc.status_code, code, exc.detail, dict(exc.headers or {}) or None)
+
+
+def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error", exc_info=exc)
+    return _audited_response(request, 500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for kind in (gateway_errors.GatewayError, policy_errors.PolicyError, AuditError, AnonymizationError):
+        app.add_exception_handler(kind, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

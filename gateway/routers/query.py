@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.audit_trail import commit_with_event
+from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep
+from gateway.query import service as query_service
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(min_length=1, max_length=128, description="The registered purpose (doelbinding).")
+    sql: str = Field(min_length=1, max_length=10_000, examples=["SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"])
+    epsilon: float | None = Field(default=None, gt=0, description="Privacy loss to spend; default set by the gateway.")
+
+
+class QueryResponse(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    privacy: dict[str, Any]
+    request_id: str
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    summary="Answer an aggregate query with differential privacy",
+    responses={400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}},
+)
+def run_query(body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+    audit.action = query_service.ACTION
+    audit.purpose = body.purpose
+    audit.query = body.sql
+    plan, dataset = query_service.plan_query(body.sql, state.catalog)
+    audit.dataset = plan.dataset
+    audit.query = plan.normalised()
+    settings = state.settings
+    limits = query_service.QueryLimits(settings.default_query_epsilon, settings.max_query_epsilon, settings.max_groups)
+    prepared = query_service.prepare(
+        session,
+        state.policy_engine,
+        principal,
+        plan=plan,
+        dataset=dataset,
+        purpose=body.purpose,
+        epsilon=body.epsilon,
+        limits=limits,
+        now=audit.started_at,
+    )
+    audit.legal_basis = prepared.grant.legal_basis
+    # End the read phase: no state-database lock is held while the source computes.
+    session.commit()
+
+    answer = query_service.execute(prepared, state.source)
+    remaining = query_service.record(session, prepared, principal, request_id=audit.request_id, now=audit.started_at)
+    payload = {
+        "columns": answer.columns,
+        "rows": answer.rows,
+        "privacy": query_service.privacy_report(prepared, remaining, audit.started_at),
+        "request_id": audit.request_id,
+    }
+    content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+    draft = audit.draft(
+        decision="allow", privacy_cost=prepared.epsilon, rows_released=len(answer.rows), response_body=content
+    )
+    commit_with_event(session, audit, draft)
+    return Response(content=content, media_type="application/json")

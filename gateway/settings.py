@@ -1,0 +1,58 @@
+"""Runtime configuration, from the environment (prefix ``DATAPOORT_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+import socket
+import stat
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATAPOORT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".datapoort"), description="Where the embedded state and demo data live.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the state database; default: SQLite file in data_dir."
+    )
+    catalog: Path | None = Field(default=None, description="Catalog YAML; default: data_dir/catalog.yaml.")
+    audit_signing_key_path: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM) that signs audit checkpoints. No default."
+    )
+    pseudonym_key_path: Path | None = Field(
+        default=None, description="Master secret for partner pseudonyms. No default."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    instance: str = Field(default_factory=socket.gethostname, description="Names this process in audit events.")
+    default_query_epsilon: float = Field(default=0.5, gt=0, description="Epsilon a query costs when it names none.")
+    max_query_epsilon: float = Field(default=2.0, gt=0, description="The most a single query may spend.")
+    max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
+
+    @field_validator("audit_signing_key_path", "pseudonym_key_path")
+    @classmethod
+    def _key_file_is_private(cls, path: Path | None) -> Path | None:
+        """Key material readable by other users is refused: better not to start than to run with it."""
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ValueError(f"key file {path} does not exist")
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ValueError(f"key file {path} is accessible by group or others; chmod 600 it")
+        return path
+
+    @model_validator(mode="after")
+    def _epsilon_defaults_agree(self) -> Settings:
+        if self.default_query_epsilon > self.max_query_epsilon:
+            raise ValueError("default_query_epsilon may not exceed max_query_epsilon")
+        return self
+
+    @property
+    def state_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.catalog or self.data_dir / "catalog.yaml"

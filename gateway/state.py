@@ -1,0 +1,23 @@
+"""What the running app holds: built in the lifespan, never at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.catalog import Catalog
+from gateway.settings import Settings
+from gateway.sources import DuckDBSource
+from policies.enforcer import PolicyEngine
+
+
+@dataclass(slots=True)
+class GatewayState:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    policy_engine: PolicyEngine
+    catalog: Catalog
+    source: DuckDBSource

@@ -1,0 +1,1 @@
+"""Who may do what, for which purpose, on which legal basis: identities, grants, casbin, budgets."""

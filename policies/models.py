@@ -1,0 +1,105 @@
+"""Tables of the policies domain: who exists, how they prove it, what they may do, what they spent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from audit.db_types import UTCDateTime, new_metadata
+
+
+class PoliciesBase(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Principal(PoliciesBase):
+    """A person or system that calls the gateway. ``organisation`` is its casbin domain."""
+
+    __tablename__ = "principal"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    organisation: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApiKey(PoliciesBase):
+    """An API key, stored only as the SHA-256 of its secret part; ``id`` is the public lookup part."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principal.id"), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CasbinRule(PoliciesBase):
+    """casbin's policy lines (``p`` and ``g``), the layout casbin's own database adapters use."""
+
+    __tablename__ = "casbin_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ptype: Mapped[str] = mapped_column(String(8))
+    v0: Mapped[str | None] = mapped_column(String(256))
+    v1: Mapped[str | None] = mapped_column(String(256))
+    v2: Mapped[str | None] = mapped_column(String(256))
+    v3: Mapped[str | None] = mapped_column(String(256))
+    v4: Mapped[str | None] = mapped_column(String(256))
+    v5: Mapped[str | None] = mapped_column(String(256))
+
+
+class Purpose(PoliciesBase):
+    """A purpose (doelbinding) from the register of processing activities (AVG art. 30)."""
+
+    __tablename__ = "purpose"
+
+    code: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(256))
+    register_uri: Mapped[str | None] = mapped_column(String(512))
+
+
+class Grant(PoliciesBase):
+    """What casbin cannot hold: the legal basis, the validity window and the privacy budget of an allow
+    rule. Each grant has exactly one ``p`` line in ``casbin_rule`` with the same fields."""
+
+    __tablename__ = "grant"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    domain: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(ForeignKey("purpose.code"))
+    legal_basis: Mapped[str] = mapped_column(String(32))
+    legal_basis_text: Mapped[str] = mapped_column(Text)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    epsilon_per_period: Mapped[float | None] = mapped_column(Float)
+    budget_period: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BudgetSpend(PoliciesBase):
+    """One entry of the privacy-budget ledger: epsilon spent by a principal on a dataset."""
+
+    __tablename__ = "budget_spend"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principal.id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(128))
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grant.id"))
+    period: Mapped[str] = mapped_column(String(16))
+    epsilon: Mapped[float] = mapped_column(Float)
+    request_id: Mapped[str] = mapped_column(String(64))
+    spent_at: Mapped[datetime] = mapped_column(UTCDateTime())

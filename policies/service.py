@@ -1,0 +1,228 @@
+"""Identities, grants and authorisation decisions. Functions here never commit: the caller's transaction
+decides, so a change and its audit event land together."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from policies import api_keys
+from policies.enforcer import ACTIONS, ALLOW, DENY, PolicyEngine
+from policies.exceptions import AuthenticationFailed, PolicyConflict, PolicyDenied
+from policies.models import ApiKey, CasbinRule, Grant, Principal, Purpose
+
+# AVG art. 6(1) (a)-(f).
+LEGAL_BASES = {
+    "consent": "art. 6(1)(a) toestemming",
+    "contract": "art. 6(1)(b) overeenkomst",
+    "legal_obligation": "art. 6(1)(c) wettelijke verplichting",
+    "vital_interest": "art. 6(1)(d) vitaal belang",
+    "public_task": "art. 6(1)(e) publieke taak / openbaar gezag",
+    "legitimate_interest": "art. 6(1)(f) gerechtvaardigd belang",
+}
+BUDGET_PERIODS = ("month", "year")
+
+# casbin lines are comma-separated text; identifiers are kept to a safe alphabet so no value can
+# smuggle in a separator or a matcher expression.
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_OBJECT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.\-]{0,126}\*?)$")
+
+
+def _check_identifier(kind: str, value: str) -> None:
+    if not _IDENTIFIER.fullmatch(value):
+        raise PolicyConflict(f"{kind} {value!r} must be 1-128 letters, digits or _ . : -")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedPrincipal:
+    id: str
+    organisation: str
+    kind: str
+    key_id: str
+
+
+def create_principal(
+    session: Session, *, principal_id: str, display_name: str, organisation: str, kind: str, now: datetime
+) -> Principal:
+    _check_identifier("principal id", principal_id)
+    _check_identifier("organisation", organisation)
+    if session.get(Principal, principal_id) is not None:
+        raise PolicyConflict(f"principal {principal_id!r} already exists")
+    principal = Principal(
+        id=principal_id, display_name=display_name, organisation=organisation, kind=kind, created_at=now
+    )
+    session.add(principal)
+    session.flush()
+    return principal
+
+
+def issue_key(
+    session: Session, *, principal_id: str, now: datetime, label: str | None = None, expires_at: datetime | None = None
+) -> api_keys.NewKey:
+    if session.get(Principal, principal_id) is None:
+        raise PolicyConflict(f"principal {principal_id!r} does not exist")
+    new = api_keys.generate_key()
+    session.add(
+        ApiKey(
+            id=new.key_id,
+            principal_id=principal_id,
+            secret_sha256=new.secret_sha256,
+            label=label,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    session.flush()
+    return new
+
+
+def authenticate_key(session: Session, token: str, *, now: datetime) -> AuthenticatedPrincipal:
+    """Resolve a presented API key to its principal and record its use.
+
+    Unknown, malformed, wrong, expired and revoked keys all fail the same way, so a caller learns nothing
+    about which keys exist.
+    """
+    parsed = api_keys.parse_key(token)
+    if parsed is None:
+        raise AuthenticationFailed("the API key is not a well-formed Datapoort key")
+    key = session.get(ApiKey, parsed.key_id)
+    # Always compare, even for an unknown id, so that timing does not reveal which ids exist.
+    matches = api_keys.secret_matches(parsed.secret, key.secret_sha256 if key is not None else None)
+    if key is None or not matches:
+        raise AuthenticationFailed("the API key is not valid")
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        raise AuthenticationFailed("the API key is not valid")
+    principal = session.get(Principal, key.principal_id)
+    if principal is None or principal.disabled_at is not None:
+        raise AuthenticationFailed("the API key is not valid")
+    session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    return AuthenticatedPrincipal(
+        id=principal.id, organisation=principal.organisation, kind=principal.kind, key_id=key.id
+    )
+
+
+def assign_role(session: Session, *, principal_id: str, role: str, domain: str) -> None:
+    _check_identifier("role", role)
+    _check_identifier("domain", domain)
+    session.add(CasbinRule(ptype="g", v0=principal_id, v1=role, v2=domain))
+    session.flush()
+
+
+def register_purpose(
+    session: Session, *, code: str, description: str, owner: str, register_uri: str | None = None
+) -> Purpose:
+    _check_identifier("purpose", code)
+    if session.get(Purpose, code) is not None:
+        raise PolicyConflict(f"purpose {code!r} already exists")
+    purpose = Purpose(code=code, description=description, owner=owner, register_uri=register_uri)
+    session.add(purpose)
+    session.flush()
+    return purpose
+
+
+def create_grant(
+    session: Session,
+    *,
+    subject: str,
+    domain: str,
+    dataset: str,
+    action: str,
+    purpose: str,
+    legal_basis: str,
+    legal_basis_text: str,
+    now: datetime,
+    valid_until: datetime | None = None,
+    epsilon_per_period: float | None = None,
+    budget_period: str | None = None,
+) -> Grant:
+    """Record an allow rule with its legal basis, validity and budget, and its casbin ``p`` line."""
+    _check_identifier("subject", subject)
+    _check_identifier("domain", domain)
+    if not _OBJECT_PATTERN.fullmatch(dataset):
+        raise PolicyConflict(f"dataset pattern {dataset!r} is not a name or a name ending in *")
+    if action not in ACTIONS:
+        raise PolicyConflict(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    if session.get(Purpose, purpose) is None:
+        raise PolicyConflict(f"purpose {purpose!r} is not in the purpose register")
+    if legal_basis not in LEGAL_BASES:
+        raise PolicyConflict(f"legal basis {legal_basis!r} is not one of {', '.join(LEGAL_BASES)}")
+    if action == "aggregate":
+        if epsilon_per_period is None or not epsilon_per_period > 0 or budget_period not in BUDGET_PERIODS:
+            raise PolicyConflict("an aggregate grant needs epsilon_per_period > 0 and a budget_period")
+    grant = Grant(
+        subject=subject,
+        domain=domain,
+        dataset=dataset,
+        action=action,
+        purpose=purpose,
+        legal_basis=legal_basis,
+        legal_basis_text=legal_basis_text,
+        valid_from=now,
+        valid_until=valid_until,
+        epsilon_per_period=epsilon_per_period,
+        budget_period=budget_period,
+        created_at=now,
+    )
+    session.add(grant)
+    session.add(CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=ALLOW))
+    session.flush()
+    return grant
+
+
+def add_deny_rule(session: Session, *, subject: str, domain: str, dataset: str, action: str, purpose: str) -> None:
+    """A deny rule beats every allow rule that matches the same request (``purpose`` may be ``*``)."""
+    _check_identifier("subject", subject)
+    _check_identifier("domain", domain)
+    if action not in ACTIONS:
+        raise PolicyConflict(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    session.add(CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=DENY))
+    session.flush()
+
+
+def _dataset_matches(pattern: str, dataset: str) -> bool:
+    return pattern == "*" or pattern == dataset or (pattern.endswith("*") and dataset.startswith(pattern[:-1]))
+
+
+def authorize(
+    session: Session,
+    engine: PolicyEngine,
+    principal: AuthenticatedPrincipal,
+    *,
+    dataset: str,
+    action: str,
+    purpose: str,
+    now: datetime | None = None,
+) -> Grant:
+    """Decide whether ``principal`` may perform ``action`` on ``dataset`` for ``purpose``.
+
+    casbin decides (deny by default, deny rules win); the grant that carries the legal basis and budget
+    must then be active (within its validity window and not revoked). Returns that grant or raises
+    ``PolicyDenied`` with a reason that names the purpose.
+    """
+    now = now or datetime.now(UTC)
+    if session.get(Purpose, purpose) is None:
+        raise PolicyDenied(f"purpose {purpose!r} is not in the purpose register")
+    domain = principal.organisation
+    if not engine.allows(principal.id, domain, dataset, action, purpose):
+        raise PolicyDenied(f"no grant allows {action!r} on {dataset!r} for purpose {purpose!r}")
+    subjects = {principal.id, *engine.roles_of(principal.id, domain)}
+    candidates = session.scalars(
+        select(Grant)
+        .where(
+            Grant.subject.in_(subjects),
+            Grant.domain == domain,
+            Grant.action == action,
+            Grant.purpose == purpose,
+            Grant.revoked_at.is_(None),
+            Grant.valid_from <= now,
+        )
+        .order_by(Grant.id)
+    ).all()
+    for grant in candidates:
+        if _dataset_matches(grant.dataset, dataset) and (grant.valid_until is None or grant.valid_until > now):
+            return grant
+    raise PolicyDenied(f"the grant for {action!r} on {dataset!r} for purpose {purpose!r} is not active")
