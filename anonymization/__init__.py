@@ -10,7 +10,7 @@ from anonymization.errors import AnonymizationError, InvalidPrivacyParameter
 __all__ = [
     "MECHANISM_DISCRETE_LAPLACE",
     "AnonymizationError",
+    "CountMechanism",
     "InvalidPrivacyParameter",
     "NoisyCounts",
-    "CountMechanism",
 ]

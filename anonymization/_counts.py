@@ -63,7 +63,7 @@ class CountMechanism:
             dp.l1_distance(T="i64"),
             scale=self.scale,
         )
-        self.epsilon = float(self._measurement.map(l1_sensitivity))
+        self.epsilon = float(self._measurement.map(l1_sensitivity))  # type: ignore[no-untyped-call]
         self.half_width = float(discrete_laplacian_scale_to_accuracy(self.scale, 1.0 - confidence))
         """Each released value is within ``half_width`` of the exact count with probability ``confidence``."""
 

@@ -1,7 +1,7 @@
 """Exceptions of the audit domain. The gateway maps them to HTTP responses.
 
-    AuditError
-     └── AuditUnavailable   the event could not be written; the caller must release nothing (fail closed)
+AuditError
+ └── AuditUnavailable   the event could not be written; the caller must release nothing (fail closed)
 """
 
 from __future__ import annotations

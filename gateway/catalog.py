@@ -52,7 +52,8 @@ class ColumnSpec(_Strict):
     @property
     def keys(self) -> tuple[str, ...] | None:
         """The public category keys (resolved at load time; a file reference never survives loading)."""
-        assert not isinstance(self.public_keys, PublicKeysFile)
+        if isinstance(self.public_keys, PublicKeysFile):
+            raise CatalogError(f"public_keys file {self.public_keys.file} was not resolved; use load_catalog")
         return tuple(self.public_keys) if self.public_keys is not None else None
 
 
@@ -66,7 +67,7 @@ class DatasetSpec(_Strict):
     source: SourceSpec
     privacy_unit: str
     max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
-    actions: list[Action] = Field(default_factory=lambda: ["aggregate"])
+    actions: list[Action] = Field(default_factory=lambda: list[Action](["aggregate"]))
     columns: dict[Annotated[str, Field(pattern=_NAME)], ColumnSpec]
 
     @model_validator(mode="after")

@@ -15,6 +15,8 @@ audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 
+EXAMPLE_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"
+
 DataDir = Annotated[
     Path,
     typer.Option("--data-dir", envvar="DATAPOORT_DATA_DIR", help="Where state and demo data live."),
@@ -84,7 +86,9 @@ def demo(
     data_dir: DataDir = Path(".datapoort"),
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    residents: Annotated[int, typer.Option(min=1, help="Residents of Voorbeeldstad (only when the data is built).")] = 100_000,
+    residents: Annotated[
+        int, typer.Option(min=1, help="Residents of Voorbeeldstad (only when the data is built).")
+    ] = 100_000,
     serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")] = True,
 ) -> None:
     """Build the demo gemeente Voorbeeldstad (if absent), provision demo keys, and serve it."""
@@ -115,7 +119,7 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer): {keys_file
   Ask a DP count per wijk as the analyst:
     KEY=$({read_key})
     curl -s {base}/v1/query -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
-      -d '{{"purpose": "beleidsinformatie", "sql": "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"}}'
+      -d '{{"purpose": "beleidsinformatie", "sql": "{EXAMPLE_SQL}"}}'
   The partner's key gets 403 for the same request. Check the audit chain:
     datapoort audit verify --data-dir {settings.data_dir}
 """
@@ -127,8 +131,8 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer): {keys_file
 @audit_app.command("verify")
 def audit_verify(data_dir: DataDir = Path(".datapoort")) -> None:
     """Recompute the audit hash chain; exit 1 at the first broken event."""
-    from gateway.db import create_state_engine, session_factory
     from audit.service import verify_chain
+    from gateway.db import create_state_engine, session_factory
 
     settings = _settings(data_dir)
     engine = create_state_engine(settings.state_database_url)
@@ -138,7 +142,9 @@ def audit_verify(data_dir: DataDir = Path(".datapoort")) -> None:
     finally:
         engine.dispose()
     if result.ok:
-        typer.echo(f"audit chain intact: {result.events_checked} events, head #{result.head_sequence} {result.head_hash}")
+        typer.echo(
+            f"audit chain intact: {result.events_checked} events, head #{result.head_sequence} {result.head_hash}"
+        )
         return
     typer.echo(
         f"audit chain BROKEN at sequence {result.first_broken_sequence}: {result.problem} "

@@ -1,12 +1,12 @@
 """Exceptions raised by the gateway itself (the domains have their own). Mapped to HTTP in ``errors.py``.
 
-    GatewayError
-     ├── CatalogError          the catalog file is missing or invalid (operator error, reported at start-up)
-     ├── UnknownDataset        the query names a dataset the catalog does not hold or the action cannot use
-     ├── UnknownColumn         the query names a column the dataset does not have
-     ├── QueryNotSupported     valid SQL, but outside the subset Datapoort answers; names the construct
-     ├── InvalidQuery          the query cannot be parsed or its parameters are out of range
-     └── SourceUnavailable     the data source failed to answer
+GatewayError
+ ├── CatalogError          the catalog file is missing or invalid (operator error, reported at start-up)
+ ├── UnknownDataset        the query names a dataset the catalog does not hold or the action cannot use
+ ├── UnknownColumn         the query names a column the dataset does not have
+ ├── QueryNotSupported     valid SQL, but outside the subset Datapoort answers; names the construct
+ ├── InvalidQuery          the query cannot be parsed or its parameters are out of range
+ └── SourceUnavailable     the data source failed to answer
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Exceptions of the policies domain, each with a stable ``code``; the gateway maps them to HTTP.
 
-    PolicyError
-     ├── AuthenticationFailed   no valid credential (unknown, malformed, expired or revoked key)
-     ├── PolicyDenied           authenticated, but no active grant allows this action for this purpose
-     ├── BudgetExhausted        the grant's privacy budget for the period cannot pay for the query
-     └── PolicyConflict         a management change that would contradict the existing state
+PolicyError
+ ├── AuthenticationFailed   no valid credential (unknown, malformed, expired or revoked key)
+ ├── PolicyDenied           authenticated, but no active grant allows this action for this purpose
+ ├── BudgetExhausted        the grant's privacy budget for the period cannot pay for the query
+ └── PolicyConflict         a management change that would contradict the existing state
 """
 
 from __future__ import annotations

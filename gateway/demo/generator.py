@@ -49,7 +49,8 @@ FIRST_NAMES = (
 LAST_NAMES = (
     "de Jong", "Jansen", "de Vries", "van den Berg", "van Dijk", "Bakker", "Janssen", "Visser", "Smit",
     "Meijer", "de Boer", "Mulder", "de Groot", "Bos", "Vos", "Peters", "Hendriks", "van Leeuwen", "Dekker",
-    "Brouwer", "de Wit", "Dijkstra", "Smits", "de Graaf", "van der Meer", "Yılmaz", "El Amrani", "Kaya",
+    "Brouwer", "de Wit", "Dijkstra", "Smits", "de Graaf", "van der Meer", "Yılmaz",  # noqa: RUF001 - a Turkish surname, spelt as its bearers spell it
+    "El Amrani", "Kaya",
     "Nguyen", "Bouzid",
 )  # fmt: skip
 
@@ -80,7 +81,8 @@ def _bsns(count: int) -> np.ndarray[Any, Any]:
     numbers = (prefixes * 10 + check)[valid][:count]
     if len(numbers) < count:  # pragma: no cover - 1.2x oversampling always suffices (10/11 are valid)
         raise RuntimeError("not enough BSN candidates")
-    return numbers.astype(str)
+    result: np.ndarray[Any, Any] = numbers.astype(str)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,9 @@ def _dates(rng: np.random.Generator, count: int, start: dt.date = _START, end: d
     return np.datetime64(start) + rng.integers(0, span, size=count).astype("timedelta64[D]")
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...], count: int, p: list[float] | None = None) -> np.ndarray[Any, Any]:
+def _pick(
+    rng: np.random.Generator, options: tuple[str, ...], count: int, p: list[float] | None = None
+) -> np.ndarray[Any, Any]:
     return np.asarray(options)[rng.choice(len(options), size=count, p=p)]
 
 
@@ -138,11 +142,15 @@ def _residents(rng: np.random.Generator, geo: Geography, count: int) -> dict[str
     deprivation = geo.wijk_deprivation[wijk]
     age = _ages(rng, count)
     adult = age >= 18
-    income = np.where(
-        adult,
-        np.clip(rng.lognormal(10.45 - 0.6 * deprivation, 0.55, size=count), 0, 250_000),
-        0.0,
-    ).round(-2).astype(np.int64)
+    income = (
+        np.where(
+            adult,
+            np.clip(rng.lognormal(10.45 - 0.6 * deprivation, 0.55, size=count), 0, 250_000),
+            0.0,
+        )
+        .round(-2)
+        .astype(np.int64)
+    )
     household = np.where(
         age < 18,
         np.where(rng.random(count) < 0.2 + 0.2 * deprivation, "eenoudergezin", "paar_met_kinderen"),
@@ -221,7 +229,9 @@ def generate(directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int =
     working_age = (age >= 18) & (age < 67)
     bijstand_rows = _spells(rng, _select(rng, working_age * (0.01 + 0.08 * deprivation)), 2)
     bijstand = _social_record_table(rng, people, bijstand_rows, "B")
-    bijstand["uitkering_per_maand"] = rng.normal(1250, 180, size=len(bijstand_rows)).clip(400, 2400).round().astype(np.int64)
+    bijstand["uitkering_per_maand"] = (
+        rng.normal(1250, 180, size=len(bijstand_rows)).clip(400, 2400).round().astype(np.int64)
+    )
     _write(pa.table(bijstand), directory / "bijstand.parquet")
 
     jeugd_rows = _spells(rng, _select(rng, (age < 18) * (0.06 + 0.12 * deprivation)), 3)
@@ -269,8 +279,18 @@ def generate(directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int =
 
 def _geo_columns(geo: Geography) -> dict[str, Any]:
     return {
-        "wijk": {"type": "string", "kind": "quasi_identifier", "description": "CBS wijkcode", "public_keys": list(geo.wijk_codes)},
-        "buurt": {"type": "string", "kind": "quasi_identifier", "description": "CBS buurtcode", "public_keys": list(geo.buurt_codes)},
+        "wijk": {
+            "type": "string",
+            "kind": "quasi_identifier",
+            "description": "CBS wijkcode",
+            "public_keys": list(geo.wijk_codes),
+        },
+        "buurt": {
+            "type": "string",
+            "kind": "quasi_identifier",
+            "description": "CBS buurtcode",
+            "public_keys": list(geo.buurt_codes),
+        },
     }
 
 
@@ -299,7 +319,12 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                     "person_id": {"type": "string", "kind": "identifier"},
                     "bsn": {"type": "string", "kind": "identifier", "description": "burgerservicenummer"},
                     "naam": {"type": "string", "kind": "identifier"},
-                    "birth_year": {"type": "integer", "kind": "quasi_identifier", "lower": REFERENCE_YEAR - 100, "upper": REFERENCE_YEAR},
+                    "birth_year": {
+                        "type": "integer",
+                        "kind": "quasi_identifier",
+                        "lower": REFERENCE_YEAR - 100,
+                        "upper": REFERENCE_YEAR,
+                    },
                     "sex": {"type": "string", "kind": "quasi_identifier", "public_keys": list(SEXES)},
                     **_geo_columns(geo),
                     "pc6": {"type": "string", "kind": "quasi_identifier"},

@@ -31,28 +31,61 @@ class DemoPrincipal:
     role: str
 
 
-ANALYST = DemoPrincipal("analyst", "analist-sociaal-domein", "Analist Sociaal Domein", "sociaal-domein", "user", "analist")
-PARTNER = DemoPrincipal("partner", "zorgpartner-de-brug", "Jeugdhulp De Brug", "zorgaanbieder-de-brug", "partner", "partner")
+ANALYST = DemoPrincipal(
+    "analyst", "analist-sociaal-domein", "Analist Sociaal Domein", "sociaal-domein", "user", "analist"
+)
+PARTNER = DemoPrincipal(
+    "partner", "zorgpartner-de-brug", "Jeugdhulp De Brug", "zorgaanbieder-de-brug", "partner", "partner"
+)
 PRIVACY_OFFICER = DemoPrincipal(
-    "privacy_officer", "fg-voorbeeldstad", "Functionaris Gegevensbescherming", "gemeente-voorbeeldstad", "user", "privacy_officer"
+    "privacy_officer",
+    "fg-voorbeeldstad",
+    "Functionaris Gegevensbescherming",
+    "gemeente-voorbeeldstad",
+    "user",
+    "privacy_officer",
 )
 PRINCIPALS = (ANALYST, PARTNER, PRIVACY_OFFICER)
 
 _REGISTER = "https://voorbeeldstad.example/verwerkingsregister"
 PURPOSES = (
-    ("beleidsinformatie", "Stuurinformatie voor het sociaal domein: gebruik van voorzieningen per wijk", "Sociaal Domein"),
+    (
+        "beleidsinformatie",
+        "Stuurinformatie voor het sociaal domein: gebruik van voorzieningen per wijk",
+        "Sociaal Domein",
+    ),
     ("jeugdhulp-evaluatie", "Evaluatie van jeugdhulptrajecten door de gecontracteerde aanbieder", "Sociaal Domein"),
-    ("toezicht", "Toezicht door de FG op de verwerkingen via Datapoort (AVG art. 39)", "Functionaris Gegevensbescherming"),
+    (
+        "toezicht",
+        "Toezicht door de FG op de verwerkingen via Datapoort (AVG art. 39)",
+        "Functionaris Gegevensbescherming",
+    ),
 )
 
 # (principal, dataset, action, purpose, legal basis, explanation, epsilon per month)
 GRANTS = (
-    (ANALYST, "residents", "aggregate", "beleidsinformatie", "public_task", "Gemeentewet art. 160; Participatiewet art. 7", 10.0),
+    (
+        ANALYST,
+        "residents",
+        "aggregate",
+        "beleidsinformatie",
+        "public_task",
+        "Gemeentewet art. 160; Participatiewet art. 7",
+        10.0,
+    ),
     (ANALYST, "bijstand", "aggregate", "beleidsinformatie", "public_task", "Participatiewet art. 7", 10.0),
     (ANALYST, "jeugdzorg", "aggregate", "beleidsinformatie", "public_task", "Jeugdwet art. 2.1", 10.0),
     (ANALYST, "wmo", "aggregate", "beleidsinformatie", "public_task", "Wmo 2015 art. 2.1.1", 10.0),
     (ANALYST, "woninginbraak", "aggregate", "beleidsinformatie", "public_task", "Gemeentewet art. 172", 10.0),
-    (PARTNER, "jeugdzorg", "aggregate", "jeugdhulp-evaluatie", "public_task", "Jeugdwet art. 7.4.0; contract 2026-JH-014", 3.0),
+    (
+        PARTNER,
+        "jeugdzorg",
+        "aggregate",
+        "jeugdhulp-evaluatie",
+        "public_task",
+        "Jeugdwet art. 7.4.0; contract 2026-JH-014",
+        3.0,
+    ),
     (PRIVACY_OFFICER, "audit", "audit:read", "toezicht", "legal_obligation", "AVG art. 39 lid 1 sub b", None),
 )
 
@@ -107,7 +140,9 @@ def provision(sessions: sessionmaker[Session], data_dir: Path, *, instance: str)
                     kind=demo.kind,
                     now=now,
                 )
-                policy_service.assign_role(session, principal_id=demo.principal_id, role=demo.role, domain=demo.organisation)
+                policy_service.assign_role(
+                    session, principal_id=demo.principal_id, role=demo.role, domain=demo.organisation
+                )
                 changes.append(f"principal {demo.principal_id} with role {demo.role}")
         for demo, dataset, action, purpose, basis, basis_text, epsilon in GRANTS:
             exists = session.scalar(

@@ -62,7 +62,9 @@ def compile_counts(plan: QueryPlan, dataset: DatasetSpec) -> str:
     ]
     keys_out = [f"CAST({column} AS VARCHAR) AS {column}" for column in group_columns]
     outer_where = " AND ".join([f"{_ROW_NUMBER} <= {dataset.max_contributions}", *group_filters])
-    group_clause = f"\nGROUP BY {', '.join(f'{index + 1}' for index in range(len(group_columns)))}" if group_columns else ""
+    group_clause = (
+        f"\nGROUP BY {', '.join(f'{index + 1}' for index in range(len(group_columns)))}" if group_columns else ""
+    )
     # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
     return (
         "WITH shuffled AS (\n"

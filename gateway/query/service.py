@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,12 +82,16 @@ def prepare(
     now: datetime,
 ) -> PreparedQuery:
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
-    grant = policy_service.authorize(session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now)
+    grant = policy_service.authorize(
+        session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now
+    )
     validate_plan(plan, dataset)
 
     group_keys = tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by)))
     if len(group_keys) > limits.max_groups:
-        raise QueryNotSupported(f"the query would release {len(group_keys)} groups; at most {limits.max_groups} are allowed")
+        raise QueryNotSupported(
+            f"the query would release {len(group_keys)} groups; at most {limits.max_groups} are allowed"
+        )
 
     total = limits.default_epsilon if epsilon is None else epsilon
     if not (math.isfinite(total) and 0 < total <= limits.max_epsilon):
@@ -136,8 +141,7 @@ def execute(prepared: PreparedQuery, source: DuckDBSource) -> QueryAnswer:
     columns = [output.name for output in plan.outputs]
     # ORDER BY and LIMIT act on released values only: post-processing, no extra privacy cost.
     for name, descending in reversed(plan.order_by):
-        position = columns.index(name)
-        rows.sort(key=lambda row, p=position: row[p], reverse=descending)
+        rows.sort(key=operator.itemgetter(columns.index(name)), reverse=descending)
     if plan.limit is not None:
         rows = rows[: plan.limit]
     return QueryAnswer(columns=columns, rows=rows)
@@ -165,7 +169,7 @@ def record(
 
 def privacy_report(prepared: PreparedQuery, remaining: float, now: datetime) -> dict[str, Any]:
     grant = prepared.grant
-    assert grant.budget_period is not None
+    period = budget_service.period_of(grant.budget_period, now) if grant.budget_period else None
     return {
         "definition": "pure epsilon-differential privacy, adding or removing one privacy unit",
         "privacy_unit": prepared.dataset.privacy_unit,
@@ -182,7 +186,7 @@ def privacy_report(prepared: PreparedQuery, remaining: float, now: datetime) -> 
             for aggregate, mechanism in zip(prepared.plan.aggregates, prepared.mechanisms, strict=True)
         },
         "budget": {
-            "period": budget_service.period_of(grant.budget_period, now),
+            "period": period,
             "epsilon_per_period": grant.epsilon_per_period,
             "epsilon_remaining": remaining,
         },

@@ -139,6 +139,8 @@ def _check_condition(node: exp.Expression, table_names: set[str]) -> set[str]:
     """Refuse anything but comparisons, IN, BETWEEN, IS NULL and boolean logic; return columns used."""
     columns: set[str] = set()
     for child in node.walk():
+        if not isinstance(child, exp.Expression):
+            raise QueryNotSupported(f"{child!r} in WHERE is not supported")
         if isinstance(child, exp.Column):
             columns.add(_column_name(child, table_names))
         elif not isinstance(child, _CONDITION_NODES):

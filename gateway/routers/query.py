@@ -34,7 +34,9 @@ class QueryResponse(BaseModel):
     summary="Answer an aggregate query with differential privacy",
     responses={400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}},
 )
-def run_query(body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+def run_query(
+    body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+) -> Response:
     audit.action = query_service.ACTION
     audit.purpose = body.purpose
     audit.query = body.sql
