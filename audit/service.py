@@ -7,6 +7,7 @@ released answer) commit together or not at all. The service never commits.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -90,9 +91,15 @@ class ChainVerification:
     problem: str | None = None
 
 
-def _events_in_order(session: Session, batch_size: int) -> Iterator[AuditEvent]:
+@contextmanager
+def _events_in_order(session: Session, batch_size: int) -> Iterator[Iterator[AuditEvent]]:
+    """Stream events in batches (a server-side cursor on PostgreSQL), closed even on an early exit."""
     statement = select(AuditEvent).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)
-    yield from session.scalars(statement)
+    result = session.scalars(statement)
+    try:
+        yield iter(result)
+    finally:
+        result.close()
 
 
 def verify_chain(session: Session, *, batch_size: int = 5000) -> ChainVerification:
@@ -105,31 +112,32 @@ def verify_chain(session: Session, *, batch_size: int = 5000) -> ChainVerificati
     expected_sequence = 1
     checked = 0
     last: AuditEvent | None = None
-    for event in _events_in_order(session, batch_size):
-        problem = None
-        if event.sequence != expected_sequence:
-            problem = f"sequence {expected_sequence} is missing (next present: {event.sequence})"
-            broken = expected_sequence
-        elif event.prev_hash != expected_prev:
-            problem = "prev_hash does not match the previous event's hash"
-            broken = event.sequence
-        elif event_hash({name: getattr(event, name) for name in HASHED_FIELDS}) != event.hash:
-            problem = "the stored hash does not match the event's fields"
-            broken = event.sequence
-        if problem is not None:
-            return ChainVerification(
-                ok=False,
-                events_checked=checked,
-                head_sequence=last.sequence if last else None,
-                head_hash=last.hash if last else None,
-                first_broken_sequence=broken,
-                problem=problem,
-            )
-        checked += 1
-        expected_prev = event.hash
-        expected_sequence += 1
-        last = event
-        session.expunge(event)
+    with _events_in_order(session, batch_size) as events:
+        for event in events:
+            problem = None
+            if event.sequence != expected_sequence:
+                problem = f"sequence {expected_sequence} is missing (next present: {event.sequence})"
+                broken = expected_sequence
+            elif event.prev_hash != expected_prev:
+                problem = "prev_hash does not match the previous event's hash"
+                broken = event.sequence
+            elif event_hash({name: getattr(event, name) for name in HASHED_FIELDS}) != event.hash:
+                problem = "the stored hash does not match the event's fields"
+                broken = event.sequence
+            if problem is not None:
+                return ChainVerification(
+                    ok=False,
+                    events_checked=checked,
+                    head_sequence=last.sequence if last else None,
+                    head_hash=last.hash if last else None,
+                    first_broken_sequence=broken,
+                    problem=problem,
+                )
+            checked += 1
+            expected_prev = event.hash
+            expected_sequence += 1
+            last = event
+            session.expunge(event)
     return ChainVerification(
         ok=True,
         events_checked=checked,

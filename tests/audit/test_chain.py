@@ -1,0 +1,156 @@
+"""The hash chain: canonical form is stable, and every kind of tampering is found."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical_bytes, event_hash
+from audit.service import EventDraft, append_event, verify_chain
+
+FIXED = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _fields(**overrides: object) -> dict[str, object]:
+    fields: dict[str, object] = dict.fromkeys(HASHED_FIELDS)
+    fields.update(sequence=1, occurred_at=FIXED, request_id="r1", action="aggregate", decision="allow")
+    fields["prev_hash"] = GENESIS_HASH
+    fields.update(overrides)
+    return fields
+
+
+def test_canonical_form_is_stable() -> None:
+    """A golden value: if this changes, old logs no longer verify. Bump CANONICAL_VERSION instead."""
+    fields = _fields(privacy_cost=0.5, query="SELECT wijk, COUNT(*) AS count FROM residents GROUP BY wijk")
+    assert canonical_bytes(fields) == (
+        b'{"action":"aggregate","client_address":null,"dataset":null,"decision":"allow","detail":null,'
+        b'"instance":null,"legal_basis":null,"occurred_at":"2026-11-23T12:00:00.123456Z","organisation":null,'
+        b'"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","principal_id":null,'
+        b'"privacy_cost":0.5,"purpose":null,"query":"SELECT wijk, COUNT(*) AS count FROM residents GROUP BY wijk",'
+        b'"reason":null,"request_id":"r1","response_digest":null,"roles":null,"rows_released":null,"sequence":1,'
+        b'"traceparent":null,"v":1}'
+    )
+    assert event_hash(fields) == hashlib.sha256(canonical_bytes(fields)).hexdigest()
+    assert event_hash(fields) == "87623faf29f4dbabde5d332633cabd420611896130531183e6899c1e98dd5c45"
+
+
+def test_every_field_enters_the_hash() -> None:
+    base = event_hash(_fields())
+    for name in HASHED_FIELDS:
+        changed = _fields(**{name: 2 if name == "sequence" else ("x" if name != "occurred_at" else datetime.now(UTC))})
+        assert event_hash(changed) != base, name
+
+
+def test_naive_timestamps_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        canonical_bytes(_fields(occurred_at=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+
+def _append(sessions: sessionmaker[Session], count: int) -> None:
+    with sessions() as session:
+        for index in range(count):
+            append_event(
+                session,
+                EventDraft(request_id=f"r{index}", action="aggregate", decision="allow", principal_id="p", privacy_cost=0.25),
+            )
+        session.commit()
+
+
+def _execute(sessions: sessionmaker[Session], sql: str) -> None:
+    with sessions() as session:
+        session.execute(text(sql))
+        session.commit()
+
+
+def test_an_untouched_chain_verifies(sessions: sessionmaker[Session]) -> None:
+    _append(sessions, 5)
+    with sessions() as session:
+        result = verify_chain(session)
+    assert result.ok
+    assert result.events_checked == 5
+    assert result.head_sequence == 5
+
+
+def test_an_empty_chain_verifies(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        assert verify_chain(session).ok
+
+
+@pytest.mark.parametrize(
+    ("tamper", "broken_at"),
+    [
+        ("UPDATE audit_event SET principal_id = 'someone-else' WHERE sequence = 3", 3),
+        ("UPDATE audit_event SET privacy_cost = 0.01 WHERE sequence = 2", 2),
+        ("DELETE FROM audit_event WHERE sequence = 3", 3),
+        ("UPDATE audit_event SET sequence = 99 WHERE sequence = 2", 2),
+        (f"UPDATE audit_event SET hash = '{'f' * 64}' WHERE sequence = 4", 4),
+    ],
+    ids=["field-edited", "cost-edited", "event-deleted", "event-moved", "hash-overwritten"],
+)
+def test_tampering_is_found_at_the_first_broken_event(
+    sessions: sessionmaker[Session], tamper: str, broken_at: int
+) -> None:
+    _append(sessions, 5)
+    _execute(sessions, tamper)
+    with sessions() as session:
+        result = verify_chain(session)
+    assert not result.ok
+    assert result.first_broken_sequence == broken_at
+
+
+def test_a_recomputed_forgery_is_found_at_the_next_event(sessions: sessionmaker[Session]) -> None:
+    """An attacker who edits an event and recomputes its hash still breaks the link to the next one."""
+    _append(sessions, 4)
+    with sessions() as session:
+        from audit.models import AuditEvent
+
+        event = session.get(AuditEvent, 2)
+        assert event is not None
+        event.principal_id = "forger"
+        event.hash = event_hash({name: getattr(event, name) for name in HASHED_FIELDS})
+        session.commit()
+    with sessions() as session:
+        result = verify_chain(session)
+    assert not result.ok
+    assert result.first_broken_sequence == 3
+
+
+def test_events_link_to_their_predecessor(sessions: sessionmaker[Session]) -> None:
+    _append(sessions, 3)
+    with sessions() as session:
+        rows = session.execute(text("SELECT sequence, prev_hash, hash FROM audit_event ORDER BY sequence")).all()
+    assert rows[0].prev_hash == GENESIS_HASH
+    assert rows[1].prev_hash == rows[0].hash
+    assert rows[2].prev_hash == rows[1].hash
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=st.lists(
+        st.tuples(st.text(min_size=1, max_size=20), st.floats(min_value=0, max_value=10, allow_nan=False)),
+        min_size=1,
+        max_size=8,
+    ),
+    data=st.data(),
+)
+def test_property_any_single_edit_is_found(events: list[tuple[str, float]], data: st.DataObject) -> None:
+    """In memory: for any chain, changing any hashed field of any event breaks verification there."""
+    chain: list[dict[str, object]] = []
+    prev = GENESIS_HASH
+    for index, (principal, cost) in enumerate(events, start=1):
+        fields = _fields(sequence=index, principal_id=principal, privacy_cost=cost, prev_hash=prev)
+        fields["hash"] = event_hash(fields)
+        prev = str(fields["hash"])
+        chain.append(fields)
+    victim = data.draw(st.integers(min_value=0, max_value=len(chain) - 1))
+    name = data.draw(st.sampled_from(["principal_id", "privacy_cost", "query", "decision", "dataset"]))
+    original = chain[victim][name]
+    replacement = data.draw(st.text(max_size=10).filter(lambda value: value != original))
+    chain[victim][name] = replacement
+    assert event_hash(chain[victim]) != chain[victim]["hash"]
