@@ -43,28 +43,40 @@ def _allowance(grant: Grant) -> tuple[float, str]:
     return grant.epsilon_per_period, grant.budget_period
 
 
-def remaining_epsilon(session: Session, grant: Grant, principal_id: str, dataset: str, now: datetime) -> float:
-    allowance, budget_period = _allowance(grant)
-    spends = session.scalars(
-        select(BudgetSpend.epsilon).where(
-            BudgetSpend.principal_id == principal_id,
-            BudgetSpend.dataset == dataset,
-            BudgetSpend.grant_id == grant.id,
-            BudgetSpend.period == period_of(budget_period, now),
+def _spent(session: Session, grant: Grant, principal_id: str, dataset: str, now: datetime) -> list[float]:
+    _, budget_period = _allowance(grant)
+    return list(
+        session.scalars(
+            select(BudgetSpend.epsilon).where(
+                BudgetSpend.principal_id == principal_id,
+                BudgetSpend.dataset == dataset,
+                BudgetSpend.grant_id == grant.id,
+                BudgetSpend.period == period_of(budget_period, now),
+            )
         )
-    ).all()
-    return allowance - math.fsum(spends)
+    )
+
+
+def remaining_epsilon(session: Session, grant: Grant, principal_id: str, dataset: str, now: datetime) -> float:
+    allowance, _ = _allowance(grant)
+    return max(allowance - math.fsum(_spent(session, grant, principal_id, dataset, now)), 0.0)
 
 
 def check_affordable(
     session: Session, grant: Grant, principal_id: str, dataset: str, epsilon: float, now: datetime
 ) -> float:
-    """Raise ``BudgetExhausted`` unless ``epsilon`` fits in what is left; return what is left."""
-    left = remaining_epsilon(session, grant, principal_id, dataset, now)
-    if epsilon > left:
+    """Raise ``BudgetExhausted`` unless ``epsilon`` fits in what is left; return what is left before it.
+
+    The test is ``fsum(spent + [epsilon]) <= allowance``, an exactly rounded sum, rather than a
+    subtraction, so that ten spends of 0.1 fit an allowance of 1.0 and an eleventh does not.
+    """
+    allowance, _ = _allowance(grant)
+    spent = _spent(session, grant, principal_id, dataset, now)
+    left = max(allowance - math.fsum(spent), 0.0)
+    if math.fsum([*spent, epsilon]) > allowance:
         raise BudgetExhausted(
-            f"this query costs epsilon {epsilon:g} but only {max(left, 0.0):g} is left for {dataset!r} this period",
-            remaining=max(left, 0.0),
+            f"this query costs epsilon {epsilon:g} but only {left:g} is left for {dataset!r} this period",
+            remaining=left,
             requested=epsilon,
         )
     return left
@@ -100,4 +112,4 @@ def spend(
         )
     )
     session.flush()
-    return left - epsilon
+    return max(left - epsilon, 0.0)
