@@ -1,0 +1,79 @@
+"""The SQL subset: what is answered, and a refusal naming the construct for everything else."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.exceptions import InvalidQuery, QueryNotSupported
+from gateway.query.sql_frontend import parse_sql
+
+
+def test_the_demo_query_becomes_a_plan() -> None:
+    plan = parse_sql("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk")
+    assert plan.dataset == "residents"
+    assert plan.group_by == ("wijk",)
+    assert [(a.function, a.column, a.name) for a in plan.aggregates] == [("count", None, "count")]
+    assert [o.name for o in plan.outputs] == ["wijk", "count"]
+
+
+def test_aliases_filters_order_and_limit() -> None:
+    plan = parse_sql(
+        "SELECT r.buurt, COUNT(*) AS n, COUNT(income) FROM residents AS r "
+        "WHERE birth_year BETWEEN 1950 AND 1960 AND (sex = 'V' OR sex IS NULL) AND NOT wijk IN ('WK1') "
+        "GROUP BY r.buurt ORDER BY n DESC LIMIT 5"
+    )
+    assert [o.name for o in plan.outputs] == ["buurt", "n", "count_income"]
+    assert plan.order_by == (("n", True),)
+    assert plan.limit == 5
+    assert plan.where is not None
+    assert "r." not in plan.where.sql()
+    assert plan.normalised() == (
+        "SELECT buurt, COUNT(*) AS n, COUNT(income) AS count_income FROM residents "
+        "WHERE birth_year BETWEEN 1950 AND 1960 AND (sex = 'V' OR sex IS NULL) AND NOT wijk IN ('WK1') "
+        "GROUP BY buurt ORDER BY n DESC LIMIT 5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("SELECT * FROM residents", "SELECT \\*"),
+        ("SELECT bsn FROM residents", "row-level"),
+        ("SELECT COUNT(*) FROM residents a JOIN wmo b ON a.person_id = b.person_id", "JOIN"),
+        ("SELECT COUNT(*) FROM (SELECT * FROM residents)", "subquery"),
+        ("SELECT COUNT(*) FROM residents WHERE wijk IN (SELECT wijk FROM wmo)", "subquery"),
+        ("SELECT COUNT(*) FROM residents; SELECT COUNT(*) FROM wmo", "one statement"),
+        ("SELECT COUNT(*) + 1 FROM residents", "operator ADD"),
+        ("SELECT COUNT(DISTINCT person_id) FROM residents", "DISTINCT"),
+        ("SELECT DISTINCT wijk, COUNT(*) FROM residents GROUP BY wijk", "DISTINCT"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk HAVING COUNT(*) > 10", "HAVING"),
+        ("WITH x AS (SELECT * FROM residents) SELECT COUNT(*) FROM x", "WITH"),
+        ("SELECT COUNT(*) FROM residents UNION SELECT COUNT(*) FROM wmo", "UNION"),
+        ("SELECT COUNT(*) FROM residents WHERE lower(sex) = 'v'", "function LOWER"),
+        ("SELECT COUNT(*) FROM residents WHERE income + 1 > 5", "ADD"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY lower(wijk)", "GROUP BY"),
+        ("SELECT SUM(income) FROM residents", "SUM"),
+        ("SELECT COUNT(*) OVER () FROM residents", "WINDOW|window"),
+        ("DELETE FROM residents", "only SELECT"),
+        ("SELECT wijk FROM residents GROUP BY wijk", "at least one aggregate"),
+        ("SELECT COUNT(*) FROM residents LIMIT 1 OFFSET 2", "OFFSET"),
+        ("SELECT COUNT(*) FROM other.residents", "schema"),
+        ("SELECT COUNT(x.a) FROM residents", "other than"),
+        ("SELECT COUNT(*)", "FROM"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk ORDER BY birth_year", "ORDER BY"),
+    ],
+)
+def test_unsupported_constructs_are_named(sql: str, construct: str) -> None:
+    with pytest.raises(QueryNotSupported, match=construct):
+        parse_sql(sql)
+
+
+@pytest.mark.parametrize("sql", ["SELECT COUNT(* FROM residents", "SELECT COUNT(*) AS n, COUNT(*) AS n FROM r"])
+def test_malformed_queries_are_invalid(sql: str) -> None:
+    with pytest.raises(InvalidQuery):
+        parse_sql(sql)
+
+
+def test_an_overlong_query_is_refused_before_parsing() -> None:
+    with pytest.raises(InvalidQuery, match="longer"):
+        parse_sql("SELECT COUNT(*) FROM residents WHERE " + " OR ".join(["wijk = 'a'"] * 2000))
