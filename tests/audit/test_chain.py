@@ -57,7 +57,9 @@ def _append(sessions: sessionmaker[Session], count: int) -> None:
         for index in range(count):
             append_event(
                 session,
-                EventDraft(request_id=f"r{index}", action="aggregate", decision="allow", principal_id="p", privacy_cost=0.25),
+                EventDraft(
+                    request_id=f"r{index}", action="aggregate", decision="allow", principal_id="p", privacy_cost=0.25
+                ),
             )
         session.commit()
 

@@ -54,7 +54,9 @@ class Api:
 
 @pytest.fixture
 def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
-    settings = Settings(data_dir=tmp_path, database_url=state_db_url, catalog=demo_dir / "catalog.yaml", instance="test")
+    settings = Settings(
+        data_dir=tmp_path, database_url=state_db_url, catalog=demo_dir / "catalog.yaml", instance="test"
+    )
     engine = create_state_engine(state_db_url)
     upgrade(engine)
     keys = setup.provision(session_factory(engine), tmp_path, instance="test")
@@ -65,7 +67,7 @@ def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
 
 def _exact_counts(demo_dir: Path) -> dict[str, int]:
     rows = duckdb.sql(f"SELECT wijk, COUNT(*) FROM read_parquet('{demo_dir / 'residents.parquet'}') GROUP BY wijk")
-    return {wijk: count for wijk, count in rows.fetchall()}
+    return dict(rows.fetchall())
 
 
 def test_the_analyst_gets_a_dp_count_per_wijk(api: Api) -> None:
@@ -74,7 +76,7 @@ def test_the_analyst_gets_a_dp_count_per_wijk(api: Api) -> None:
     body = response.json()
     assert body["columns"] == ["wijk", "count"]
     exact = _exact_counts(api.demo_dir)
-    released = {wijk: count for wijk, count in body["rows"]}
+    released = dict(body["rows"])
     assert set(released) == set(exact)  # exactly the public wijk keys
     assert all(abs(released[wijk] - exact[wijk]) <= 40 for wijk in exact)  # scale 2: |noise| > 40 is ~1e-9
     assert released != exact  # noise was added (all ten exact by chance: < 1e-6)
@@ -153,10 +155,18 @@ def test_a_well_formed_but_unknown_key_is_401(api: Api) -> None:
     ("body", "status", "error"),
     [
         ({"purpose": "beleidsinformatie", "sql": "SELECT * FROM residents"}, 400, "query_not_supported"),
-        ({"purpose": "beleidsinformatie", "sql": "SELECT nope, COUNT(*) FROM residents GROUP BY nope"}, 400, "unknown_column"),
+        (
+            {"purpose": "beleidsinformatie", "sql": "SELECT nope, COUNT(*) FROM residents GROUP BY nope"},
+            400,
+            "unknown_column",
+        ),
         ({"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM nowhere"}, 400, "unknown_dataset"),
         ({"purpose": "beleidsinformatie", "sql": "SELECT COUNT(* FROM residents"}, 400, "invalid_query"),
-        ({"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents WHERE birth_year = 'x'"}, 400, "invalid_query"),
+        (
+            {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents WHERE birth_year = 'x'"},
+            400,
+            "invalid_query",
+        ),
         ({"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 50}, 400, "invalid_query"),
         ({"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": -1}, 422, "invalid_request"),
         ({"purpose": "beleidsinformatie"}, 422, "invalid_request"),
@@ -188,7 +198,10 @@ def test_a_malformed_json_body_is_422(api: Api) -> None:
 
 def test_the_budget_runs_out_with_429_and_the_remaining_budget(api: Api) -> None:
     for _ in range(5):
-        assert api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 2}).status_code == 200
+        assert (
+            api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 2}).status_code
+            == 200
+        )
     response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.5})
     assert response.status_code == 429
     assert response.json()["error"] == "budget_exhausted"
@@ -216,9 +229,12 @@ def _refuse_audit_inserts(api: Api) -> None:
         )
     else:
         api.execute(
-            "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
+            "LANGUAGE plpgsql"
         )
-        api.execute("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+        api.execute(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+        )
 
 
 def test_fail_closed_when_the_audit_event_cannot_be_written(api: Api) -> None:

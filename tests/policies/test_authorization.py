@@ -26,7 +26,12 @@ def _seed(session: Session) -> dict[str, str]:
         ("vera", "veiligheid", "analist"),
     ]:
         service.create_principal(
-            session, principal_id=principal_id, display_name=principal_id, organisation=organisation, kind="user", now=NOW
+            session,
+            principal_id=principal_id,
+            display_name=principal_id,
+            organisation=organisation,
+            kind="user",
+            now=NOW,
         )
         service.assign_role(session, principal_id=principal_id, role=role, domain=organisation)
         tokens[principal_id] = service.issue_key(session, principal_id=principal_id, now=NOW).token
@@ -69,9 +74,10 @@ def test_matrix_follows_the_rule(seeded: tuple[sessionmaker[Session], PolicyEngi
             ["beleidsinformatie", "onderzoek"],
         ):
             principal = _principal(session, tokens[name])
-            expected = (
-                principal.organisation == "sociaal-domein"
-                and (dataset, action, purpose) == ("residents", "aggregate", "beleidsinformatie")
+            expected = principal.organisation == "sociaal-domein" and (dataset, action, purpose) == (
+                "residents",
+                "aggregate",
+                "beleidsinformatie",
             )
             try:
                 service.authorize(session, engine, principal, dataset=dataset, action=action, purpose=purpose, now=NOW)
@@ -103,11 +109,23 @@ def test_a_deny_rule_beats_an_allow(seeded: tuple[sessionmaker[Session], PolicyE
     engine.reload()
     with sessions() as session:
         service.authorize(
-            session, engine, _principal(session, tokens["ana"]), dataset="residents", action="aggregate", purpose="beleidsinformatie", now=NOW
+            session,
+            engine,
+            _principal(session, tokens["ana"]),
+            dataset="residents",
+            action="aggregate",
+            purpose="beleidsinformatie",
+            now=NOW,
         )
         with pytest.raises(PolicyDenied):
             service.authorize(
-                session, engine, _principal(session, tokens["bob"]), dataset="residents", action="aggregate", purpose="beleidsinformatie", now=NOW
+                session,
+                engine,
+                _principal(session, tokens["bob"]),
+                dataset="residents",
+                action="aggregate",
+                purpose="beleidsinformatie",
+                now=NOW,
             )
 
 
@@ -133,10 +151,18 @@ def test_an_expired_grant_decides_nothing(seeded: tuple[sessionmaker[Session], P
     with sessions() as session:
         principal = _principal(session, tokens["vera"])
         with pytest.raises(PolicyDenied, match="not active"):
-            service.authorize(session, engine, principal, dataset="woninginbraak", action="aggregate", purpose="onderzoek", now=NOW)
+            service.authorize(
+                session, engine, principal, dataset="woninginbraak", action="aggregate", purpose="onderzoek", now=NOW
+            )
         # Within its window the same grant allows.
         service.authorize(
-            session, engine, principal, dataset="woninginbraak", action="aggregate", purpose="onderzoek", now=NOW - timedelta(days=2)
+            session,
+            engine,
+            principal,
+            dataset="woninginbraak",
+            action="aggregate",
+            purpose="onderzoek",
+            now=NOW - timedelta(days=2),
         )
 
 
@@ -162,9 +188,13 @@ def test_a_dataset_pattern_grant_covers_matching_datasets_only(
     engine.reload()
     with sessions() as session:
         principal = _principal(session, tokens["vera"])
-        service.authorize(session, engine, principal, dataset="inbraak_2025", action="aggregate", purpose="onderzoek", now=NOW)
+        service.authorize(
+            session, engine, principal, dataset="inbraak_2025", action="aggregate", purpose="onderzoek", now=NOW
+        )
         with pytest.raises(PolicyDenied):
-            service.authorize(session, engine, principal, dataset="residents", action="aggregate", purpose="onderzoek", now=NOW)
+            service.authorize(
+                session, engine, principal, dataset="residents", action="aggregate", purpose="onderzoek", now=NOW
+            )
 
 
 def test_keys_fail_alike_when_unknown_revoked_or_expired(

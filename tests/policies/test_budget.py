@@ -18,7 +18,9 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 def grant_id(sessions: sessionmaker[Session]) -> int:
     with sessions() as session:
         service.register_purpose(session, code="beleid", description="d", owner="o")
-        service.create_principal(session, principal_id="ana", display_name="Ana", organisation="sd", kind="user", now=NOW)
+        service.create_principal(
+            session, principal_id="ana", display_name="Ana", organisation="sd", kind="user", now=NOW
+        )
         grant = service.create_grant(
             session,
             subject="ana",
@@ -40,7 +42,9 @@ def _spend(sessions: sessionmaker[Session], grant_id: int, epsilon: float, now: 
     with sessions() as session:
         grant = session.get(Grant, grant_id)
         assert grant is not None
-        left = budget.spend(session, grant, principal_id="ana", dataset="residents", epsilon=epsilon, request_id="r", now=now)
+        left = budget.spend(
+            session, grant, principal_id="ana", dataset="residents", epsilon=epsilon, request_id="r", now=now
+        )
         session.commit()
         return left
 

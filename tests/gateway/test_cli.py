@@ -1,0 +1,99 @@
+"""The `datapoort` command: demo set-up, migrations, and audit verification on a data dir."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def demo_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATAPOORT_CATALOG", raising=False)
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--residents", "1200", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_demo_builds_data_and_writes_private_keys(demo_data_dir: Path) -> None:
+    keys_file = demo_data_dir / "demo-keys.json"
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    keys = json.loads(keys_file.read_text())
+    assert set(keys) == {"analyst", "partner", "privacy_officer"}
+    assert all(key.startswith("dpk_") for key in keys.values())
+    assert (demo_data_dir / "residents.parquet").is_file()
+    assert (demo_data_dir / "catalog.yaml").is_file()
+
+
+def test_demo_is_idempotent_and_keeps_working_keys(demo_data_dir: Path) -> None:
+    first = (demo_data_dir / "demo-keys.json").read_text()
+    result = runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve"])
+    assert result.exit_code == 0, result.output
+    assert (demo_data_dir / "demo-keys.json").read_text() == first
+    assert "building Voorbeeldstad" not in result.output
+
+
+def test_demo_reissues_keys_when_the_file_is_lost(demo_data_dir: Path) -> None:
+    old = json.loads((demo_data_dir / "demo-keys.json").read_text())
+    (demo_data_dir / "demo-keys.json").unlink()
+    assert runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve"]).exit_code == 0
+    new = json.loads((demo_data_dir / "demo-keys.json").read_text())
+    assert new["analyst"] != old["analyst"]
+
+
+def test_demo_prints_how_to_call_the_api(demo_data_dir: Path) -> None:
+    result = runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve", "--port", "8123"])
+    assert "http://127.0.0.1:8123/v1/query" in result.output
+    assert "Authorization: Bearer" in result.output
+    assert "dpk_" not in result.output  # keys are read from the file, never printed
+
+
+def test_audit_verify_passes_then_fails_after_tampering(demo_data_dir: Path) -> None:
+    ok = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir)])
+    assert ok.exit_code == 0, ok.output
+    assert "intact" in ok.output
+    runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve"])
+    (demo_data_dir / "demo-keys.json").unlink()
+    runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve"])  # a second event
+    with sqlite3.connect(demo_data_dir / "state.db") as connection:
+        connection.execute("UPDATE audit_event SET detail = 'nothing happened' WHERE sequence = 1")
+    broken = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir)])
+    assert broken.exit_code == 1
+    assert "BROKEN at sequence 1" in broken.output
+
+
+def test_audit_verify_finds_a_deleted_event(demo_data_dir: Path) -> None:
+    (demo_data_dir / "demo-keys.json").unlink()
+    runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve"])
+    (demo_data_dir / "demo-keys.json").unlink()
+    runner.invoke(app, ["demo", "--data-dir", str(demo_data_dir), "--no-serve"])
+    with sqlite3.connect(demo_data_dir / "state.db") as connection:
+        connection.execute("DELETE FROM audit_event WHERE sequence = 2")
+    broken = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir)])
+    assert broken.exit_code == 1
+    assert "sequence 2" in broken.output
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
+    result = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "state.db") as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"principal", "api_key", "casbin_rule", "grant", "purpose", "budget_spend", "audit_event"} <= tables
+
+
+def test_data_dir_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATAPOORT_DATA_DIR", str(tmp_path / "from-env"))
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert (tmp_path / "from-env" / "state.db").is_file()
