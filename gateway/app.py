@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         traceparent = new_traceparent(request.headers.get("traceparent"))
         request_id = secrets.token_hex(16)
         if request.url.path.startswith(AUDITED_PREFIX):
-            request.state.audit = AuditContext(
+            request.state.audit = AuditContext.start(
                 request_id=request_id,
                 traceparent=traceparent,
                 client_address=request.client.host if request.client else None,

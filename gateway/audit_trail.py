@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,22 +33,36 @@ def new_traceparent(incoming: str | None) -> str:
 
 @dataclass(slots=True)
 class AuditContext:
-    request_id: str
-    traceparent: str
-    client_address: str | None
-    instance: str
-    action: str
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    principal_id: str | None = None
-    organisation: str | None = None
-    roles: str | None = None
-    dataset: str | None = None
-    purpose: str | None = None
-    legal_basis: str | None = None
-    query: str | None = None
+    """The request's event in the making. ``event`` collects what the request learns as it goes (its
+    ``decision`` stays ``pending``); ``finish`` fixes the outcome into the event that is written."""
+
+    event: audit_service.EventDraft
     written: bool = False
 
-    def draft(
+    @classmethod
+    def start(
+        cls, *, request_id: str, action: str, traceparent: str, client_address: str | None, instance: str
+    ) -> AuditContext:
+        return cls(
+            audit_service.EventDraft(
+                request_id=request_id,
+                action=action,
+                decision="pending",
+                traceparent=traceparent,
+                client_address=client_address,
+                instance=instance,
+            )
+        )
+
+    @property
+    def request_id(self) -> str:
+        return self.event.request_id
+
+    @property
+    def started_at(self) -> datetime:
+        return self.event.occurred_at
+
+    def finish(
         self,
         *,
         decision: str,
@@ -58,26 +72,14 @@ class AuditContext:
         rows_released: int | None = None,
         response_body: bytes | None = None,
     ) -> audit_service.EventDraft:
-        return audit_service.EventDraft(
-            request_id=self.request_id,
-            traceparent=self.traceparent,
-            action=self.action,
+        return replace(
+            self.event,
             decision=decision,
-            principal_id=self.principal_id,
-            organisation=self.organisation,
-            roles=self.roles,
-            dataset=self.dataset,
-            purpose=self.purpose,
-            legal_basis=self.legal_basis,
-            query=self.query,
             reason=reason,
             detail=detail,
             privacy_cost=privacy_cost,
             rows_released=rows_released,
             response_digest=hashlib.sha256(response_body).hexdigest() if response_body is not None else None,
-            client_address=self.client_address,
-            instance=self.instance,
-            occurred_at=self.started_at,
         )
 
 

@@ -44,9 +44,11 @@ def current_principal(
         raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
     principal = policy_service.authenticate_key(session, credentials.credentials, now=datetime.now(UTC))
     context = get_audit_context(request)
-    context.principal_id = principal.id
-    context.organisation = principal.organisation
-    context.roles = ",".join(sorted(get_state(request).policy_engine.roles_of(principal.id, principal.organisation)))
+    context.event.principal_id = principal.id
+    context.event.organisation = principal.organisation
+    context.event.roles = ",".join(
+        sorted(get_state(request).policy_engine.roles_of(principal.id, principal.organisation))
+    )
     return principal
 
 

@@ -58,7 +58,7 @@ def _audited_response(
 ) -> JSONResponse:
     context: AuditContext | None = getattr(request.state, "audit", None)
     if context is not None and not context.written:
-        draft = context.draft(
+        draft = context.finish(
             decision="deny" if status < 500 else "error",
             reason=code,
             detail=detail if isinstance(detail, str) else str(detail),

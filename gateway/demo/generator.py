@@ -294,13 +294,24 @@ def _geo_columns(geo: Geography) -> dict[str, Any]:
     }
 
 
-def _record_columns(geo: Geography) -> dict[str, Any]:
+def _record_dataset(
+    geo: Geography, description: str, name: str, *, max_contributions: int, **columns: dict[str, Any]
+) -> dict[str, Any]:
+    """A social-domain dataset: one row per record of a resident, with the record's own columns."""
     return {
-        "record_id": {"type": "string", "kind": "identifier"},
-        "person_id": {"type": "string", "kind": "identifier", "description": "links to residents.person_id"},
-        **_geo_columns(geo),
-        "start_date": {"type": "date", "kind": "attribute"},
-        "end_date": {"type": "date", "kind": "attribute"},
+        "description": description,
+        "source": {"kind": "parquet", "path": f"{name}.parquet"},
+        "privacy_unit": "person_id",
+        "max_contributions": max_contributions,
+        "actions": ["aggregate"],
+        "columns": {
+            "record_id": {"type": "string", "kind": "identifier"},
+            "person_id": {"type": "string", "kind": "identifier", "description": "links to residents.person_id"},
+            **_geo_columns(geo),
+            "start_date": {"type": "date", "kind": "attribute"},
+            "end_date": {"type": "date", "kind": "attribute"},
+            **columns,
+        },
     }
 
 
@@ -332,41 +343,29 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                     "income": {"type": "integer", "kind": "sensitive", "lower": 0, "upper": 250_000},
                 },
             },
-            "bijstand": {
-                "description": "Bijstandsuitkeringen (Participatiewet), per uitkeringsperiode",
-                "source": {"kind": "parquet", "path": "bijstand.parquet"},
-                "privacy_unit": "person_id",
-                "max_contributions": 2,
-                "actions": ["aggregate"],
-                "columns": {
-                    **_record_columns(geo),
-                    "uitkering_per_maand": {"type": "integer", "kind": "sensitive", "lower": 0, "upper": 2500},
-                },
-            },
-            "jeugdzorg": {
-                "description": "Jeugdhulptrajecten (Jeugdwet)",
-                "source": {"kind": "parquet", "path": "jeugdzorg.parquet"},
-                "privacy_unit": "person_id",
-                "max_contributions": 3,
-                "actions": ["aggregate"],
-                "columns": {
-                    **_record_columns(geo),
-                    "zorgvorm": {"type": "string", "kind": "sensitive", "public_keys": list(JEUGDZORG_VORMEN)},
-                    "kosten": {"type": "integer", "kind": "sensitive", "lower": 0, "upper": 150_000},
-                },
-            },
-            "wmo": {
-                "description": "Wmo-voorzieningen (Wet maatschappelijke ondersteuning)",
-                "source": {"kind": "parquet", "path": "wmo.parquet"},
-                "privacy_unit": "person_id",
-                "max_contributions": 3,
-                "actions": ["aggregate"],
-                "columns": {
-                    **_record_columns(geo),
-                    "voorziening": {"type": "string", "kind": "sensitive", "public_keys": list(WMO_VOORZIENINGEN)},
-                    "kosten": {"type": "integer", "kind": "sensitive", "lower": 0, "upper": 60_000},
-                },
-            },
+            "bijstand": _record_dataset(
+                geo,
+                "Bijstandsuitkeringen (Participatiewet), per uitkeringsperiode",
+                "bijstand",
+                max_contributions=2,
+                uitkering_per_maand={"type": "integer", "kind": "sensitive", "lower": 0, "upper": 2500},
+            ),
+            "jeugdzorg": _record_dataset(
+                geo,
+                "Jeugdhulptrajecten (Jeugdwet)",
+                "jeugdzorg",
+                max_contributions=3,
+                zorgvorm={"type": "string", "kind": "sensitive", "public_keys": list(JEUGDZORG_VORMEN)},
+                kosten={"type": "integer", "kind": "sensitive", "lower": 0, "upper": 150_000},
+            ),
+            "wmo": _record_dataset(
+                geo,
+                "Wmo-voorzieningen (Wet maatschappelijke ondersteuning)",
+                "wmo",
+                max_contributions=3,
+                voorziening={"type": "string", "kind": "sensitive", "public_keys": list(WMO_VOORZIENINGEN)},
+                kosten={"type": "integer", "kind": "sensitive", "lower": 0, "upper": 60_000},
+            ),
             "woninginbraak": {
                 "description": "Woninginbraken (incl. pogingen) per buurt; privacy unit is het slachtoffer",
                 "source": {"kind": "parquet", "path": "woninginbraak.parquet"},

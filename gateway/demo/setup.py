@@ -12,7 +12,6 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit.service import EventDraft
 from gateway.audit_trail import AuditContext, commit_with_event, new_traceparent
 from policies import service as policy_service
 from policies.exceptions import AuthenticationFailed
@@ -183,15 +182,15 @@ def provision(sessions: sessionmaker[Session], data_dir: Path, *, instance: str)
             changes.append("new demo API keys (earlier demo keys revoked)")
 
         if changes:
-            context = AuditContext(
+            context = AuditContext.start(
                 request_id=f"demo-setup-{now:%Y%m%dT%H%M%S}",
                 traceparent=new_traceparent(None),
                 client_address=None,
                 instance=instance,
                 action="admin",
             )
-            context.principal_id = "system:demo-setup"
-            draft: EventDraft = context.draft(decision="allow", reason="demo_setup", detail="; ".join(changes))
+            context.event.principal_id = "system:demo-setup"
+            draft = context.finish(decision="allow", reason="demo_setup", detail="; ".join(changes))
             commit_with_event(session, context, draft)
         else:
             session.commit()

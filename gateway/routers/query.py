@@ -37,12 +37,12 @@ class QueryResponse(BaseModel):
 def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    audit.action = query_service.ACTION
-    audit.purpose = body.purpose
-    audit.query = body.sql
+    audit.event.action = query_service.ACTION
+    audit.event.purpose = body.purpose
+    audit.event.query = body.sql
     plan, dataset = query_service.plan_query(body.sql, state.catalog)
-    audit.dataset = plan.dataset
-    audit.query = plan.normalised()
+    audit.event.dataset = plan.dataset
+    audit.event.query = plan.normalised()
     settings = state.settings
     limits = query_service.QueryLimits(settings.default_query_epsilon, settings.max_query_epsilon, settings.max_groups)
     prepared = query_service.prepare(
@@ -56,7 +56,7 @@ def run_query(
         limits=limits,
         now=audit.started_at,
     )
-    audit.legal_basis = prepared.grant.legal_basis
+    audit.event.legal_basis = prepared.grant.legal_basis
     # End the read phase: no state-database lock is held while the source computes.
     session.commit()
 
@@ -69,7 +69,7 @@ def run_query(
         "request_id": audit.request_id,
     }
     content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
-    draft = audit.draft(
+    draft = audit.finish(
         decision="allow", privacy_cost=prepared.epsilon, rows_released=len(answer.rows), response_body=content
     )
     commit_with_event(session, audit, draft)
