@@ -21,6 +21,16 @@ from anonymization.errors import InvalidPrivacyParameter
 dp.enable_features("contrib")
 
 MECHANISM_DISCRETE_LAPLACE = "discrete_laplace"
+# Beyond this the noise dwarfs any count an i64 can hold; such an epsilon is a mistake, not a request.
+_MAX_SCALE = 1e12
+_MAX_NUDGES = 64
+
+
+def _make_measurement(scale: float) -> dp.Measurement:
+    try:
+        return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale)
+    except dp.OpenDPException as exc:
+        raise InvalidPrivacyParameter(f"OpenDP refused the noise scale {scale!r}: {exc.message}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +54,9 @@ class CountMechanism:
     ``l1_sensitivity`` in L1 norm: the source bounds each unit's contributions to that many rows, and the
     set of groups is public (not derived from the data).
 
-    The scale is ``l1_sensitivity / epsilon_target``. ``epsilon`` is what OpenDP's privacy map certifies for
-    that scale, which may differ from the target in the last floating-point digit; it is the figure to
-    charge, and it is known here, before the data is read, so the budget check can use it.
+    The scale starts at ``l1_sensitivity / epsilon`` and is nudged up by the last floating-point digit
+    until OpenDP's privacy map certifies at most ``epsilon``; the certified figure (``self.epsilon``, never
+    above the request) is what must be charged, and it is known here, before the data is read.
     """
 
     def __init__(self, *, l1_sensitivity: int, epsilon: float, confidence: float = 0.95) -> None:
@@ -55,15 +65,22 @@ class CountMechanism:
             raise InvalidPrivacyParameter(f"l1_sensitivity must be an integer >= 1, got {l1_sensitivity!r}")
         if not 0 < confidence < 1:
             raise InvalidPrivacyParameter(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+        scale = l1_sensitivity / epsilon
+        if not (math.isfinite(scale) and scale <= _MAX_SCALE):
+            raise InvalidPrivacyParameter(f"epsilon {epsilon!r} is too small: the noise scale would be {scale:g}")
+        for _ in range(_MAX_NUDGES):
+            measurement = _make_measurement(scale)
+            certified = float(measurement.map(l1_sensitivity))  # type: ignore[no-untyped-call]
+            if certified <= epsilon:
+                break
+            scale = math.nextafter(scale, math.inf)
+        else:  # pragma: no cover - the map is monotone in the scale; a few steps always suffice
+            raise InvalidPrivacyParameter(f"no scale certifies epsilon {epsilon!r}")
         self.l1_sensitivity = l1_sensitivity
-        self.scale = l1_sensitivity / epsilon
+        self.scale = scale
         self.confidence = confidence
-        self._measurement = dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T="i64")),
-            dp.l1_distance(T="i64"),
-            scale=self.scale,
-        )
-        self.epsilon = float(self._measurement.map(l1_sensitivity))  # type: ignore[no-untyped-call]
+        self.epsilon = certified
+        self._measurement = measurement
         self.half_width = float(discrete_laplacian_scale_to_accuracy(self.scale, 1.0 - confidence))
         """Each released value is within ``half_width`` of the exact count with probability ``confidence``."""
 

@@ -46,9 +46,7 @@ def current_principal(
     context = get_audit_context(request)
     context.event.principal_id = principal.id
     context.event.organisation = principal.organisation
-    context.event.roles = ",".join(
-        sorted(get_state(request).policy_engine.roles_of(principal.id, principal.organisation))
-    )
+    context.event.roles = ",".join(get_state(request).policy_engine.role_names(principal.id, principal.organisation))
     return principal
 
 

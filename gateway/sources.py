@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import duckdb
 
 from gateway.exceptions import SourceUnavailable
+
+logger = logging.getLogger("datapoort.sources")
 
 
 class DuckDBSource:
@@ -29,7 +32,9 @@ class DuckDBSource:
         try:
             return cursor.execute(sql).fetchall()
         except duckdb.Error as exc:
-            raise SourceUnavailable(f"the data source could not answer: {type(exc).__name__}") from exc
+            # DuckDB's message can quote the row it failed on, so neither the log nor the caller gets it.
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
         finally:
             cursor.close()
 

@@ -91,15 +91,23 @@ def spend(
     epsilon: float,
     request_id: str,
     now: datetime,
+    data_was_read: bool = False,
 ) -> float:
     """Record a spend in the caller's transaction after re-checking under a lock; return what is left.
 
     Concurrent requests cannot overspend: the check and the insert happen under the same lock, and the
     caller commits the spend together with the audit event.
+
+    ``data_was_read`` is for a query that failed after touching the data: its privacy loss may already
+    have happened (an error can depend on the data), so it is recorded even past the allowance, to keep
+    the ledger true rather than tidy.
     """
     _, budget_period = _allowance(grant)
     _lock_ledger(session, principal_id, dataset)
-    left = check_affordable(session, grant, principal_id, dataset, epsilon, now)
+    if data_was_read:
+        left = remaining_epsilon(session, grant, principal_id, dataset, now)
+    else:
+        left = check_affordable(session, grant, principal_id, dataset, epsilon, now)
     session.add(
         BudgetSpend(
             principal_id=principal_id,

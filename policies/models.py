@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from audit.db_types import UTCDateTime, new_metadata
@@ -55,6 +55,19 @@ class CasbinRule(PoliciesBase):
     v3: Mapped[str | None] = mapped_column(String(256))
     v4: Mapped[str | None] = mapped_column(String(256))
     v5: Mapped[str | None] = mapped_column(String(256))
+
+
+class PolicyVersion(PoliciesBase):
+    """One row whose ``version`` goes up with every change to ``casbin_rule``, in the same transaction.
+
+    Every gateway process compares it with the version its enforcer was loaded at before each decision,
+    so a change made by any process (a revocation above all) is obeyed by the next request everywhere.
+    """
+
+    __tablename__ = "policy_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class Purpose(PoliciesBase):

@@ -11,7 +11,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from policies import api_keys
-from policies.enforcer import ACTIONS, ALLOW, DENY, PolicyEngine
+from policies.enforcer import (
+    ACTIONS,
+    ALLOW,
+    DENY,
+    PRINCIPAL_PREFIX,
+    ROLE_PREFIX,
+    PolicyEngine,
+    bump_version,
+    principal_subject,
+    role_subject,
+)
 from policies.exceptions import AuthenticationFailed, PolicyConflict, PolicyDenied
 from policies.models import ApiKey, CasbinRule, Grant, Principal, Purpose
 
@@ -35,6 +45,23 @@ _OBJECT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.\-]{0,126}\*?)$")
 def _check_identifier(kind: str, value: str) -> None:
     if not _IDENTIFIER.fullmatch(value):
         raise PolicyConflict(f"{kind} {value!r} must be 1-128 letters, digits or _ . : -")
+
+
+def _check_subject(subject: str) -> None:
+    """A grant's subject is ``principal:<id>`` or ``role:<name>`` (see ``policies.enforcer``)."""
+    for prefix in (PRINCIPAL_PREFIX, ROLE_PREFIX):
+        if subject.startswith(prefix):
+            _check_identifier("subject", subject.removeprefix(prefix))
+            return
+    raise PolicyConflict(f"subject {subject!r} must be 'principal:<id>' or 'role:<name>'")
+
+
+def _check_rule_target(domain: str, dataset: str, action: str) -> None:
+    _check_identifier("domain", domain)
+    if not _OBJECT_PATTERN.fullmatch(dataset):
+        raise PolicyConflict(f"dataset pattern {dataset!r} is not a name or a name ending in *")
+    if action not in ACTIONS:
+        raise PolicyConflict(f"action {action!r} is not one of {', '.join(ACTIONS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +135,8 @@ def authenticate_key(session: Session, token: str, *, now: datetime) -> Authenti
 def assign_role(session: Session, *, principal_id: str, role: str, domain: str) -> None:
     _check_identifier("role", role)
     _check_identifier("domain", domain)
-    session.add(CasbinRule(ptype="g", v0=principal_id, v1=role, v2=domain))
+    session.add(CasbinRule(ptype="g", v0=principal_subject(principal_id), v1=role_subject(role), v2=domain))
+    bump_version(session)
     session.flush()
 
 
@@ -139,13 +167,11 @@ def create_grant(
     epsilon_per_period: float | None = None,
     budget_period: str | None = None,
 ) -> Grant:
-    """Record an allow rule with its legal basis, validity and budget, and its casbin ``p`` line."""
-    _check_identifier("subject", subject)
-    _check_identifier("domain", domain)
-    if not _OBJECT_PATTERN.fullmatch(dataset):
-        raise PolicyConflict(f"dataset pattern {dataset!r} is not a name or a name ending in *")
-    if action not in ACTIONS:
-        raise PolicyConflict(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    """Record an allow rule with its legal basis, validity and budget, and its casbin ``p`` line.
+
+    ``subject`` is ``principal:<id>`` or ``role:<name>``."""
+    _check_subject(subject)
+    _check_rule_target(domain, dataset, action)
     if session.get(Purpose, purpose) is None:
         raise PolicyConflict(f"purpose {purpose!r} is not in the purpose register")
     if legal_basis not in LEGAL_BASES:
@@ -169,17 +195,19 @@ def create_grant(
     )
     session.add(grant)
     session.add(CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=ALLOW))
+    bump_version(session)
     session.flush()
     return grant
 
 
 def add_deny_rule(session: Session, *, subject: str, domain: str, dataset: str, action: str, purpose: str) -> None:
     """A deny rule beats every allow rule that matches the same request (``purpose`` may be ``*``)."""
-    _check_identifier("subject", subject)
-    _check_identifier("domain", domain)
-    if action not in ACTIONS:
-        raise PolicyConflict(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    _check_subject(subject)
+    _check_rule_target(domain, dataset, action)
+    if purpose != "*":
+        _check_identifier("purpose", purpose)
     session.add(CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=DENY))
+    bump_version(session)
     session.flush()
 
 
@@ -206,10 +234,12 @@ def authorize(
     now = now or datetime.now(UTC)
     if session.get(Purpose, purpose) is None:
         raise PolicyDenied(f"purpose {purpose!r} is not in the purpose register")
+    engine.ensure_current(session)
     domain = principal.organisation
-    if not engine.allows(principal.id, domain, dataset, action, purpose):
+    subject = principal_subject(principal.id)
+    if not engine.allows(subject, domain, dataset, action, purpose):
         raise PolicyDenied(f"no grant allows {action!r} on {dataset!r} for purpose {purpose!r}")
-    subjects = {principal.id, *engine.roles_of(principal.id, domain)}
+    subjects = {subject, *engine.roles_of(subject, domain)}
     candidates = session.scalars(
         select(Grant)
         .where(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit_trail import AuditContext, commit_with_event, new_traceparent
 from policies import service as policy_service
+from policies.enforcer import role_subject
 from policies.exceptions import AuthenticationFailed
 from policies.models import ApiKey, Grant, Principal, Purpose
 
@@ -146,7 +147,7 @@ def provision(sessions: sessionmaker[Session], data_dir: Path, *, instance: str)
         for demo, dataset, action, purpose, basis, basis_text, epsilon in GRANTS:
             exists = session.scalar(
                 select(Grant.id).where(
-                    Grant.subject == demo.role,
+                    Grant.subject == role_subject(demo.role),
                     Grant.domain == demo.organisation,
                     Grant.dataset == dataset,
                     Grant.action == action,
@@ -156,7 +157,7 @@ def provision(sessions: sessionmaker[Session], data_dir: Path, *, instance: str)
             if exists is None:
                 policy_service.create_grant(
                     session,
-                    subject=demo.role,
+                    subject=role_subject(demo.role),
                     domain=demo.organisation,
                     dataset=dataset,
                     action=action,

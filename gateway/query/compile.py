@@ -2,6 +2,10 @@
 
 The statement does everything that needs raw rows, so no row ever reaches Python:
 
+0. project the columns it needs with the catalog's types (``TRY_CAST``: a value the source cannot
+   convert becomes NULL rather than an error, because an error that some rows trigger and others do
+   not would be an exact, un-noised answer), dropping rows without a privacy unit (they cannot be
+   bounded, so they are not counted);
 1. filter with the plan's condition;
 2. bound contributions: keep at most ``max_contributions`` rows per privacy unit, picked uniformly at
    random (``row_number() OVER (PARTITION BY unit ORDER BY random())``), never by a data-dependent order;
@@ -17,6 +21,7 @@ from gateway.catalog import DatasetSpec
 from gateway.query.plan import QueryPlan
 
 DIALECT = "duckdb"
+_SQL_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "float": "DOUBLE", "date": "DATE", "boolean": "BOOLEAN"}
 _ROW_NUMBER = "__datapoort_rn"
 _SHUFFLE = "__datapoort_shuffle"
 
@@ -43,15 +48,23 @@ def _quoted_condition(condition: exp.Expression) -> str:
     return condition.copy().transform(quote).sql(DIALECT)
 
 
+def _condition_columns(condition: exp.Expression | None) -> set[str]:
+    return set() if condition is None else {str(node.name) for node in condition.find_all(exp.Column)}
+
+
 def compile_counts(plan: QueryPlan, dataset: DatasetSpec) -> str:
     """One statement returning ``group values (as text) ..., count_0, count_1, ...`` per non-empty group."""
     unit = _ident(dataset.privacy_unit)
-    group_columns = [_ident(name) for name in plan.group_by]
-    counted = sorted({aggregate.column for aggregate in plan.aggregates if aggregate.column is not None})
-    inner_columns = sorted((set(plan.group_by) | set(counted)) - {dataset.privacy_unit})
-    inner_select = ", ".join([*(_ident(name) for name in inner_columns), ""])
-    where = f"\n    WHERE {_quoted_condition(plan.where)}" if plan.where is not None else ""
+    counted = {aggregate.column for aggregate in plan.aggregates if aggregate.column is not None}
+    needed = sorted(set(plan.group_by) | counted | _condition_columns(plan.where) | {dataset.privacy_unit})
+    typed = ", ".join(
+        f"TRY_CAST({_ident(name)} AS {_SQL_TYPES[dataset.columns[name].type]}) AS {_ident(name)}" for name in needed
+    )
+    row_filters = [f"{unit} IS NOT NULL"]
+    if plan.where is not None:
+        row_filters.append(f"({_quoted_condition(plan.where)})")
 
+    group_columns = [_ident(name) for name in plan.group_by]
     group_filters = []
     for name in plan.group_by:
         keys = dataset.columns[name].keys or ()
@@ -67,9 +80,13 @@ def compile_counts(plan: QueryPlan, dataset: DatasetSpec) -> str:
     )
     # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
     return (
-        "WITH shuffled AS (\n"
-        f"    SELECT {inner_select}{unit}, random() AS {_SHUFFLE}\n"
-        f"    FROM {_source_relation(dataset)}{where}\n"
+        "WITH typed AS (\n"
+        f"    SELECT {typed}\n"
+        f"    FROM {_source_relation(dataset)}\n"
+        "), shuffled AS (\n"
+        f"    SELECT *, random() AS {_SHUFFLE}\n"
+        f"    FROM typed\n"
+        f"    WHERE {' AND '.join(row_filters)}\n"
         "), bounded AS (\n"
         f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
         "    FROM shuffled\n"

@@ -30,6 +30,8 @@ from policies.enforcer import PolicyEngine
 from policies.models import Grant
 
 ACTION = "aggregate"
+# Below this the answer is pure noise; a smaller epsilon is a mistake, not a wish for more privacy.
+MIN_QUERY_EPSILON = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +96,8 @@ def prepare(
         )
 
     total = limits.default_epsilon if epsilon is None else epsilon
-    if not (math.isfinite(total) and 0 < total <= limits.max_epsilon):
-        raise InvalidQuery(f"epsilon must be > 0 and at most {limits.max_epsilon:g} per query")
+    if not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
+        raise InvalidQuery(f"epsilon must lie between {MIN_QUERY_EPSILON:g} and {limits.max_epsilon:g} per query")
     share = total / len(plan.aggregates)
     try:
         mechanisms = tuple(
@@ -154,8 +156,12 @@ def record(
     *,
     request_id: str,
     now: datetime,
+    data_was_read: bool = False,
 ) -> float:
-    """Spend the query's epsilon in the caller's transaction; return what is left this period."""
+    """Spend the query's epsilon in the caller's transaction; return what is left this period.
+
+    ``data_was_read`` marks a query that failed after the source was read: it is charged all the same
+    (see ``policies.budget.spend``)."""
     return budget_service.spend(
         session,
         prepared.grant,
@@ -164,6 +170,7 @@ def record(
         epsilon=prepared.epsilon,
         request_id=request_id,
         now=now,
+        data_was_read=data_was_read,
     )
 
 

@@ -6,6 +6,8 @@ approximated: the analyst must know exactly what was answered.
 
 from __future__ import annotations
 
+import re
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
@@ -35,28 +37,9 @@ _PART_NAMES = {
     "format": "FORMAT",
 }
 
-# Node types a WHERE condition may be built from.
-_CONDITION_NODES: tuple[type[exp.Expression], ...] = (
-    exp.And,
-    exp.Or,
-    exp.Not,
-    exp.Paren,
-    exp.EQ,
-    exp.NEQ,
-    exp.LT,
-    exp.LTE,
-    exp.GT,
-    exp.GTE,
-    exp.In,
-    exp.Between,
-    exp.Is,
-    exp.Column,
-    exp.Identifier,
-    exp.Literal,
-    exp.Null,
-    exp.Boolean,
-    exp.Neg,
-)
+_COMPARISONS: tuple[type[exp.Expression], ...] = (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+MAX_LIMIT_DIGITS = 12
 
 
 def _construct_name(node: exp.Expression) -> str:
@@ -113,6 +96,8 @@ def _table(statement: exp.Select) -> tuple[str, set[str]]:
         raise QueryNotSupported(f"FROM must name a dataset, not a {_construct_name(table)}")
     if table.args.get("db") or table.args.get("catalog"):
         raise QueryNotSupported("FROM must name a dataset without a schema")
+    _only(source, {"this"}, "FROM")
+    _only(table, {"this", "alias"}, "FROM")
     names = {str(table.name)}
     if table.alias:
         names.add(str(table.alias))
@@ -122,6 +107,7 @@ def _table(statement: exp.Select) -> tuple[str, set[str]]:
 def _aggregate(node: exp.Expression, table_names: set[str]) -> tuple[str, str | None]:
     """(function, column) for a supported aggregate call, else refuse naming what was found."""
     if isinstance(node, exp.Count):
+        _only(node, {"this", "big_int"}, "COUNT")
         argument = node.this
         if isinstance(argument, exp.Star):
             return "count", None
@@ -135,17 +121,59 @@ def _aggregate(node: exp.Expression, table_names: set[str]) -> tuple[str, str | 
     raise QueryNotSupported(f"{_construct_name(node)} in the select list is not supported")
 
 
-def _check_condition(node: exp.Expression, table_names: set[str]) -> set[str]:
-    """Refuse anything but comparisons, IN, BETWEEN, IS NULL and boolean logic; return columns used."""
-    columns: set[str] = set()
-    for child in node.walk():
-        if not isinstance(child, exp.Expression):
-            raise QueryNotSupported(f"{child!r} in WHERE is not supported")
-        if isinstance(child, exp.Column):
-            columns.add(_column_name(child, table_names))
-        elif not isinstance(child, _CONDITION_NODES):
-            raise QueryNotSupported(f"{_construct_name(child)} in WHERE is not supported")
-    return columns
+def _only(node: exp.Expression, allowed: set[str], where: str) -> None:
+    """Refuse any populated part of ``node`` that the plan would otherwise silently drop."""
+    for part, value in node.args.items():
+        if value and part not in allowed:
+            raise QueryNotSupported(f"{part.replace('_', ' ').upper()} in {where} is not supported")
+
+
+def _is_constant(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Neg):
+        return isinstance(node.this, exp.Literal) and not node.this.is_string
+    return isinstance(node, exp.Literal | exp.Null | exp.Boolean)
+
+
+def _check_predicate(node: exp.Expression, table_names: set[str]) -> None:
+    """A WHERE condition is boolean logic over predicates, and each predicate compares exactly one
+    column with constants. Nothing else is accepted: in particular no bare column used as a boolean,
+    whose per-row conversion could fail for some rows only and so turn an error into an answer."""
+    if isinstance(node, exp.Paren):
+        _check_predicate(node.this, table_names)
+        return
+    if isinstance(node, exp.And | exp.Or):
+        _check_predicate(node.this, table_names)
+        _check_predicate(node.expression, table_names)
+        return
+    if isinstance(node, exp.Not):
+        _check_predicate(node.this, table_names)
+        return
+    if isinstance(node, exp.Boolean):
+        return
+    if isinstance(node, _COMPARISONS):
+        _only(node, {"this", "expression"}, "WHERE")
+        operands = [node.this, node.expression]
+    elif isinstance(node, exp.In):
+        if node.args.get("query") is not None:
+            raise QueryNotSupported("subquery in WHERE is not supported")
+        _only(node, {"this", "expressions"}, "WHERE")
+        operands = [node.this, *node.expressions]
+    elif isinstance(node, exp.Between):
+        _only(node, {"this", "low", "high"}, "WHERE")
+        operands = [node.this, node.args["low"], node.args["high"]]
+    elif isinstance(node, exp.Is):
+        if not isinstance(node.expression, exp.Null):
+            raise QueryNotSupported("only IS NULL and IS NOT NULL are supported")
+        operands = [node.this]
+    else:
+        raise QueryNotSupported(f"{_construct_name(node)} in WHERE is not supported")
+    for operand in operands:
+        if not isinstance(operand, exp.Column) and not _is_constant(operand):
+            raise QueryNotSupported(f"{_construct_name(operand)} in WHERE is not supported")
+    columns = [operand for operand in operands if isinstance(operand, exp.Column)]
+    if len(columns) != 1:
+        raise QueryNotSupported(f"each condition must compare one column with constants: {node.sql()}")
+    _column_name(columns[0], table_names)
 
 
 def _unqualify(node: exp.Expression) -> exp.Expression:
@@ -161,9 +189,12 @@ def _limit(statement: exp.Select) -> int | None:
     limit = statement.args.get("limit")
     if limit is None:
         return None
+    _only(limit, {"expression"}, "LIMIT")
     value = limit.expression
     if not isinstance(value, exp.Literal) or value.is_string or not str(value.this).isdigit():
         raise QueryNotSupported("LIMIT must be a non-negative integer")
+    if len(str(value.this)) > MAX_LIMIT_DIGITS:
+        raise InvalidQuery(f"LIMIT may have at most {MAX_LIMIT_DIGITS} digits")
     return int(value.this)
 
 
@@ -175,15 +206,21 @@ def parse_sql(sql: str) -> QueryPlan:
     group_by: list[str] = []
     group = statement.args.get("group")
     if group is not None:
+        _only(group, {"expressions"}, "GROUP BY")
         for node in group.expressions:
             if not isinstance(node, exp.Column):
                 raise QueryNotSupported(f"GROUP BY on a {_construct_name(node)} is not supported; name columns")
-            group_by.append(_column_name(node, table_names))
+            name = _column_name(node, table_names)
+            if name in group_by:
+                raise InvalidQuery(f"column {name!r} appears twice in GROUP BY")
+            group_by.append(name)
 
     outputs: list[OutputColumn] = []
     aggregates: list[Aggregate] = []
     for item in statement.expressions:
         alias = str(item.alias) if isinstance(item, exp.Alias) else None
+        if alias is not None and not _ALIAS.fullmatch(alias):
+            raise InvalidQuery(f"alias {alias!r} must be a plain name (letters, digits, underscore)")
         node = item.this if isinstance(item, exp.Alias) else item
         if isinstance(node, exp.Column):
             name = _column_name(node, table_names)
@@ -205,6 +242,11 @@ def parse_sql(sql: str) -> QueryPlan:
         outputs.append(OutputColumn(name=aggregate.name, kind="aggregate"))
     if not aggregates:
         raise QueryNotSupported("the query must compute at least one aggregate such as COUNT(*)")
+    unselected = [name for name in group_by if name not in {o.name for o in outputs if o.kind == "group"}]
+    if unselected:
+        raise QueryNotSupported(
+            f"GROUP BY column {unselected[0]!r} must also be selected, or the rows could not be told apart"
+        )
     names = [output.name for output in outputs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -213,13 +255,15 @@ def parse_sql(sql: str) -> QueryPlan:
     where = statement.args.get("where")
     condition = None
     if where is not None:
-        _check_condition(where.this, table_names)
+        _check_predicate(where.this, table_names)
         condition = _unqualify(where.this)
 
     order_by: list[tuple[str, bool]] = []
     order = statement.args.get("order")
     if order is not None:
+        _only(order, {"expressions"}, "ORDER BY")
         for ordered in order.expressions:
+            _only(ordered, {"this", "desc", "nulls_first"}, "ORDER BY")
             target = ordered.this
             if not isinstance(target, exp.Column) or target.name not in names:
                 raise QueryNotSupported("ORDER BY may only name output columns")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 
 from sqlglot import exp
 
@@ -18,58 +20,60 @@ def _column(dataset_name: str, dataset: DatasetSpec, name: str) -> ColumnSpec:
     return column
 
 
+_INT64_MAX = 2**63 - 1
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _literal_fits(literal: exp.Expression, column: ColumnSpec) -> bool:
+    """Does the constant have the column's type and fit the source's representation of it?
+
+    Strict on purpose: a constant the source cannot convert would fail the query, and an error must
+    never depend on the data."""
     if isinstance(literal, exp.Null):
         return True
-    if isinstance(literal, exp.Neg):
-        return column.type in ("integer", "float") and _literal_fits(literal.this, column)
     if isinstance(literal, exp.Boolean):
         return column.type == "boolean"
+    negative = isinstance(literal, exp.Neg)
+    if negative:
+        literal = literal.this
     if not isinstance(literal, exp.Literal):
         return False
+    text = str(literal.this)
     if column.type == "string":
-        return bool(literal.is_string)
+        return bool(literal.is_string) and not negative
+    if literal.is_string:
+        if column.type != "date" or negative or not _ISO_DATE.fullmatch(text):
+            return False
+        try:
+            dt.date.fromisoformat(text)
+        except ValueError:
+            return False
+        return True
     if column.type == "integer":
-        return not literal.is_string and str(literal.this).isdigit()
+        return text.isdigit() and int(text) <= _INT64_MAX + (1 if negative else 0)
     if column.type == "float":
-        if literal.is_string:
-            return False
         try:
-            float(literal.this)
+            return math.isfinite(float(text))
         except ValueError:
             return False
-        return True
-    if column.type == "date":
-        if not literal.is_string:
-            return False
-        try:
-            dt.date.fromisoformat(str(literal.this))
-        except ValueError:
-            return False
-        return True
     return False
 
 
 def _check_comparisons(dataset_name: str, dataset: DatasetSpec, condition: exp.Expression) -> None:
+    """Every column exists and every constant fits the column it is compared with. The parser has
+    already made sure each predicate holds exactly one column and otherwise constants."""
     for node in condition.walk():
-        if isinstance(node, exp.Column):
-            _column(dataset_name, dataset, str(node.name))
-        if not isinstance(node, exp.EQ | exp.NEQ | exp.LT | exp.LTE | exp.GT | exp.GTE | exp.In | exp.Between | exp.Is):
+        if not isinstance(node, exp.Column):
             continue
-        operands = [node.this, node.args.get("expression"), node.args.get("low"), node.args.get("high")]
-        operands += list(node.args.get("expressions") or [])
-        present = [operand for operand in operands if operand is not None]
-        columns = [operand for operand in present if isinstance(operand, exp.Column)]
-        if len(columns) != 1:
-            raise QueryNotSupported(f"each condition must compare one column with constants: {node.sql()}")
-        spec = _column(dataset_name, dataset, str(columns[0].name))
-        for literal in present:
-            if literal is columns[0]:
+        spec = _column(dataset_name, dataset, str(node.name))
+        predicate = node.parent
+        if predicate is None:
+            continue
+        for constant in predicate.iter_expressions():
+            if constant is node or not isinstance(constant, exp.Expression):
                 continue
-            if not _literal_fits(literal, spec):
-                raise InvalidQuery(
-                    f"{literal.sql()} is not a valid {spec.type} constant for column {columns[0].name!r}"
-                )
+            if not _literal_fits(constant, spec):
+                raise InvalidQuery(f"{constant.sql()} is not a valid {spec.type} constant for column {node.name!r}")
 
 
 def validate_plan(plan: QueryPlan, dataset: DatasetSpec) -> None:

@@ -18,7 +18,9 @@ class QueryRequest(BaseModel):
 
     purpose: str = Field(min_length=1, max_length=128, description="The registered purpose (doelbinding).")
     sql: str = Field(min_length=1, max_length=10_000, examples=["SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"])
-    epsilon: float | None = Field(default=None, gt=0, description="Privacy loss to spend; default set by the gateway.")
+    epsilon: float | None = Field(
+        default=None, gt=0, strict=True, description="Privacy loss to spend; default set by the gateway."
+    )
 
 
 class QueryResponse(BaseModel):
@@ -60,7 +62,22 @@ def run_query(
     # End the read phase: no state-database lock is held while the source computes.
     session.commit()
 
-    answer = query_service.execute(prepared, state.source)
+    try:
+        answer = query_service.execute(prepared, state.source)
+    except Exception as exc:
+        # The source has been read, and a failure can depend on what it read: the query is charged, and
+        # the charge commits with its event. The caller gets the error; the handler sees it is audited.
+        query_service.record(
+            session, prepared, principal, request_id=audit.request_id, now=audit.started_at, data_was_read=True
+        )
+        failure = audit.finish(
+            decision="error",
+            reason=getattr(exc, "code", "internal_error"),
+            detail=getattr(exc, "message", type(exc).__name__),
+            privacy_cost=prepared.epsilon,
+        )
+        commit_with_event(session, audit, failure)
+        raise
     remaining = query_service.record(session, prepared, principal, request_id=audit.request_id, now=audit.started_at)
     payload = {
         "columns": answer.columns,

@@ -46,12 +46,20 @@ def test_empty_release_is_refused() -> None:
         CountMechanism(l1_sensitivity=1, epsilon=1.0).release([])
 
 
-@pytest.mark.parametrize(("sensitivity", "epsilon"), [(1, 1.0), (1, 0.3), (3, 0.5), (2, 2.0)])
+@pytest.mark.parametrize(("sensitivity", "epsilon"), [(1, 1.0), (1, 0.3), (3, 0.5), (2, 2.0), (1, 0.1), (7, 0.7)])
 def test_scale_and_certified_epsilon_follow_the_laplace_calibration(sensitivity: int, epsilon: float) -> None:
     mechanism = CountMechanism(l1_sensitivity=sensitivity, epsilon=epsilon)
-    assert mechanism.scale == pytest.approx(sensitivity / epsilon)
-    # OpenDP's privacy map is the authority; it must agree with the target to float precision.
+    assert mechanism.scale == pytest.approx(sensitivity / epsilon, rel=1e-12)
+    assert mechanism.scale >= sensitivity / epsilon
+    # OpenDP's privacy map is the authority: what it certifies is charged, and it never exceeds the request.
+    assert mechanism.epsilon <= epsilon
     assert mechanism.epsilon == pytest.approx(epsilon, rel=1e-12)
+
+
+@pytest.mark.parametrize("epsilon", [5e-324, 1e-300, 1e-13])
+def test_an_epsilon_too_small_to_mean_anything_is_refused(epsilon: float) -> None:
+    with pytest.raises(InvalidPrivacyParameter, match="too small"):
+        CountMechanism(l1_sensitivity=1, epsilon=epsilon)
 
 
 def test_noise_has_the_calibrated_spread() -> None:

@@ -256,16 +256,94 @@ def test_refusals_also_fail_closed(api: Api) -> None:
     assert response.json()["error"] == "audit_unavailable"
 
 
-def test_a_failing_source_answers_503_and_spends_nothing(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_source_failing_after_reading_is_charged_with_its_event(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error that happens once the data is read may depend on the data, so it costs the query's epsilon."""
+
     def broken(sql: str) -> list[tuple[Any, ...]]:
-        raise SourceUnavailable("the data source could not answer: IOException")
+        raise SourceUnavailable("the data source could not answer this query")
 
     monkeypatch.setattr(api.client.app.state.gateway.source, "fetch_all", broken)  # type: ignore[attr-defined]
-    response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL})
+    before = len(api.events())
+    response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.25})
     assert response.status_code == 503
     assert response.json()["error"] == "source_unavailable"
+    assert "rows" not in response.json()
+    assert api.spends() == 1
+    events = api.events()
+    assert len(events) == before + 1  # one event, not a second one from the error handler
+    assert (events[-1].decision, events[-1].reason, events[-1].privacy_cost) == ("error", "source_unavailable", 0.25)
+
+
+def test_a_data_dependent_error_oracle_is_closed(api: Api) -> None:
+    """A bare text column as a boolean made DuckDB fail only on rows that reach it: an exact yes/no about
+    one person. Such conditions are refused before the data is read, whatever the BSN."""
+    bsn = duckdb.sql(f"SELECT bsn FROM read_parquet('{api.demo_dir / 'residents.parquet'}') LIMIT 1").fetchall()[0][0]
+    answers = set()
+    for candidate in (bsn, "000000000"):
+        for condition in ("AND naam", "AND NOT pc6", "AND (naam)", "AND -naam"):
+            sql = f"SELECT COUNT(*) FROM residents WHERE bsn = '{candidate}' {condition}"
+            response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": sql})
+            answers.add((response.status_code, response.json()["error"]))
+    assert answers == {(400, "query_not_supported")}
     assert api.spends() == 0
-    assert api.events()[-1].decision == "error"
+
+
+def test_a_policy_change_by_another_process_is_obeyed_at_once(api: Api) -> None:
+    from policies import service as policy_service
+
+    body = {"purpose": "beleidsinformatie", "sql": DEMO_SQL}
+    assert api.query(api.keys["analyst"], body).status_code == 200
+    # Another process (here: another engine on the same database) adds a deny rule.
+    other = create_state_engine(api.settings.state_database_url)
+    with session_factory(other)() as session:
+        policy_service.add_deny_rule(
+            session,
+            subject="principal:analist-sociaal-domein",
+            domain="sociaal-domein",
+            dataset="residents",
+            action="aggregate",
+            purpose="*",
+        )
+        session.commit()
+    other.dispose()
+    response = api.query(api.keys["analyst"], body)
+    assert response.status_code == 403
+    assert response.json()["error"] == "policy_denied"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": True}, 422, "invalid_request"),
+        ({"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": "1"}, 422, "invalid_request"),
+        ({"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 5e-324}, 400, "invalid_query"),
+        ({"purpose": "beleidsinformatie", "sql": DEMO_SQL + " LIMIT " + "9" * 5000}, 400, "invalid_query"),
+        (
+            {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents WHERE income > " + "9" * 200},
+            400,
+            "invalid_query",
+        ),
+        (
+            {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents WHERE birth_year > 1e400"},
+            400,
+            "invalid_query",
+        ),
+        (
+            {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents GROUP BY ALL"},
+            400,
+            "query_not_supported",
+        ),
+        (
+            {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents TABLESAMPLE (10 PERCENT)"},
+            400,
+            "query_not_supported",
+        ),
+    ],
+)
+def test_edge_inputs_get_a_4xx_never_a_5xx(api: Api, body: dict[str, Any], status: int, error: str) -> None:
+    response = api.query(api.keys["analyst"], body)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert api.spends() == 0
 
 
 def test_health_and_docs(api: Api) -> None:

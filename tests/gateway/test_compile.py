@@ -26,8 +26,17 @@ datasets:
       day: {type: date}
       flag: {type: boolean}
 """
-# person p1 has 5 visits in A; p2 one in A; p3 two in B; p4 one in C (not a public key).
-ROWS = [("p1", "A", 30)] * 5 + [("p2", "A", 40), ("p3", "B", 50), ("p3", "B", 50), ("p4", "C", 60)]
+# person p1 has 5 visits in A; p2 one in A; p3 two in B; p4 one in C (not a public key); two visits
+# without a person (cannot be bounded, never counted); p5's age is not a number (a CSV is what it is).
+ROWS = [("p1", "A", "30")] * 5 + [
+    ("p2", "A", "40"),
+    ("p3", "B", "50"),
+    ("p3", "B", "50"),
+    ("p4", "C", "60"),
+    ("", "A", "20"),
+    ("", "A", "20"),
+    ("p5", "B", "unknown"),
+]
 
 
 @pytest.fixture
@@ -50,8 +59,8 @@ def _run(dataset, sql: str) -> dict[tuple[str, ...], tuple[int, ...]]:  # type: 
 
 
 def test_each_unit_contributes_at_most_max_contributions_rows(visits) -> None:  # type: ignore[no-untyped-def]
-    # p1's five rows count as two; p4's row is in a non-public wijk and is dropped.
-    assert _run(visits, "SELECT wijk, COUNT(*) FROM visits GROUP BY wijk") == {("A",): (3,), ("B",): (2,)}
+    # p1's five rows count as two; p4's row is in a non-public wijk; rows without a person are dropped.
+    assert _run(visits, "SELECT wijk, COUNT(*) FROM visits GROUP BY wijk") == {("A",): (3,), ("B",): (3,)}
 
 
 def test_filters_apply_before_bounding(visits) -> None:  # type: ignore[no-untyped-def]
@@ -62,8 +71,8 @@ def test_filters_apply_before_bounding(visits) -> None:  # type: ignore[no-untyp
 
 
 def test_ungrouped_count_and_count_of_a_column(visits) -> None:  # type: ignore[no-untyped-def]
-    # Without grouping all four units count, bounded: 2 + 1 + 2 + 1.
-    assert _run(visits, "SELECT COUNT(*), COUNT(age) FROM visits") == {(): (6, 6)}
+    # Without grouping all five units count, bounded: 2 + 1 + 2 + 1 + 1; p5's age is NULL.
+    assert _run(visits, "SELECT COUNT(*), COUNT(age) FROM visits") == {(): (7, 6)}
 
 
 def test_the_statement_is_a_single_select_without_raw_rows(visits) -> None:  # type: ignore[no-untyped-def]
@@ -94,6 +103,10 @@ def test_literals_are_quoted_by_the_compiler(visits) -> None:  # type: ignore[no
         ("SELECT COUNT(*) FROM visits WHERE day = '2026-13-01'", InvalidQuery, "date"),
         ("SELECT COUNT(*) FROM visits WHERE flag = 'yes'", InvalidQuery, "boolean"),
         ("SELECT COUNT(*) FROM visits WHERE age = wijk", QueryNotSupported, "one column"),
+        ("SELECT COUNT(*) FROM visits WHERE age > 9223372036854775808", InvalidQuery, "integer"),
+        ("SELECT COUNT(*) FROM visits WHERE day = '20260101'", InvalidQuery, "date"),
+        ("SELECT COUNT(*) FROM visits WHERE day = '2026-W01-1'", InvalidQuery, "date"),
+        ("SELECT COUNT(*) FROM visits WHERE wijk = -3", InvalidQuery, "string"),
     ],
 )
 def test_plans_are_checked_against_the_catalog(visits, sql: str, error: type[Exception], message: str) -> None:  # type: ignore[no-untyped-def]

@@ -77,3 +77,42 @@ def test_malformed_queries_are_invalid(sql: str) -> None:
 def test_an_overlong_query_is_refused_before_parsing() -> None:
     with pytest.raises(InvalidQuery, match="longer"):
         parse_sql("SELECT COUNT(*) FROM residents WHERE " + " OR ".join(["wijk = 'a'"] * 2000))
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("SELECT COUNT(*) FROM residents WHERE bsn = '1' AND naam", "COLUMN in WHERE"),
+        ("SELECT COUNT(*) FROM residents WHERE NOT pc6", "COLUMN in WHERE"),
+        ("SELECT COUNT(*) FROM residents WHERE (naam)", "COLUMN in WHERE"),
+        ("SELECT COUNT(*) FROM residents WHERE -income > 3", "NEG in WHERE"),
+        ("SELECT COUNT(*) FROM residents WHERE 'a'", "LITERAL in WHERE"),
+        ("SELECT COUNT(*) FROM residents WHERE sex IS TRUE", "IS NULL"),
+        ("SELECT COUNT(*) FROM residents WHERE 1 = 1", "one column"),
+        ("SELECT COUNT(*) FROM residents GROUP BY ALL", "ALL in GROUP BY"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk WITH ROLLUP", "ROLLUP in GROUP BY"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY ROLLUP(wijk)", "GROUP BY"),
+        ("SELECT COUNT(*) FROM residents LIMIT 5 PERCENT", "LIMIT"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk LIMIT 5 BY wijk", "LIMIT"),
+        ("SELECT COUNT(*) FROM residents TABLESAMPLE (10 PERCENT)", "SAMPLE in FROM"),
+        ("SELECT COUNT(naam, bsn) FROM residents", "COUNT"),
+        ("SELECT COUNT(*) AS n FROM residents GROUP BY wijk", "must also be selected"),
+    ],
+)
+def test_constructs_the_plan_would_drop_are_refused(sql: str, construct: str) -> None:
+    with pytest.raises(QueryNotSupported, match=construct):
+        parse_sql(sql)
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk, wijk", "twice"),
+        ('SELECT COUNT(*) AS "x FROM y" FROM residents', "plain name"),
+        ("SELECT wijk, COUNT(*) AS wijk FROM residents GROUP BY wijk", "unique"),
+        ("SELECT COUNT(*) FROM residents LIMIT " + "9" * 13, "digits"),
+    ],
+)
+def test_ambiguous_or_oversized_queries_are_invalid(sql: str, message: str) -> None:
+    with pytest.raises(InvalidQuery, match=message):
+        parse_sql(sql)

@@ -37,7 +37,7 @@ def _seed(session: Session) -> dict[str, str]:
         tokens[principal_id] = service.issue_key(session, principal_id=principal_id, now=NOW).token
     service.create_grant(
         session,
-        subject="analist",
+        subject="role:analist",
         domain="sociaal-domein",
         dataset="residents",
         action="aggregate",
@@ -103,10 +103,14 @@ def test_a_deny_rule_beats_an_allow(seeded: tuple[sessionmaker[Session], PolicyE
     sessions, engine, tokens = seeded
     with sessions() as session:
         service.add_deny_rule(
-            session, subject="bob", domain="sociaal-domein", dataset="residents", action="aggregate", purpose="*"
+            session,
+            subject="principal:bob",
+            domain="sociaal-domein",
+            dataset="residents",
+            action="aggregate",
+            purpose="*",
         )
         session.commit()
-    engine.reload()
     with sessions() as session:
         service.authorize(
             session,
@@ -134,7 +138,7 @@ def test_an_expired_grant_decides_nothing(seeded: tuple[sessionmaker[Session], P
     with sessions() as session:
         service.create_grant(
             session,
-            subject="vera",
+            subject="principal:vera",
             domain="veiligheid",
             dataset="woninginbraak",
             action="aggregate",
@@ -147,7 +151,6 @@ def test_an_expired_grant_decides_nothing(seeded: tuple[sessionmaker[Session], P
             budget_period="month",
         )
         session.commit()
-    engine.reload()
     with sessions() as session:
         principal = _principal(session, tokens["vera"])
         with pytest.raises(PolicyDenied, match="not active"):
@@ -173,7 +176,7 @@ def test_a_dataset_pattern_grant_covers_matching_datasets_only(
     with sessions() as session:
         service.create_grant(
             session,
-            subject="vera",
+            subject="principal:vera",
             domain="veiligheid",
             dataset="inbraak*",
             action="aggregate",
@@ -185,7 +188,6 @@ def test_a_dataset_pattern_grant_covers_matching_datasets_only(
             budget_period="year",
         )
         session.commit()
-    engine.reload()
     with sessions() as session:
         principal = _principal(session, tokens["vera"])
         service.authorize(
@@ -248,7 +250,7 @@ def test_a_used_key_records_when(seeded: tuple[sessionmaker[Session], PolicyEngi
 )
 def test_invalid_grants_are_refused(sessions: sessionmaker[Session], field: str, value: object, message: str) -> None:
     arguments: dict[str, object] = {
-        "subject": "analist",
+        "subject": "role:analist",
         "domain": "sociaal-domein",
         "dataset": "residents",
         "action": "aggregate",
@@ -264,3 +266,55 @@ def test_invalid_grants_are_refused(sessions: sessionmaker[Session], field: str,
         service.register_purpose(session, code="beleidsinformatie", description="d", owner="o")
         with pytest.raises(PolicyConflict, match=message):
             service.create_grant(session, **arguments)  # type: ignore[arg-type]
+
+
+def test_a_principal_named_like_a_role_does_not_get_its_grants(
+    seeded: tuple[sessionmaker[Session], PolicyEngine, dict[str, str]],
+) -> None:
+    sessions, engine, _ = seeded
+    with sessions() as session:
+        service.create_principal(
+            session, principal_id="analist", display_name="x", organisation="sociaal-domein", kind="user", now=NOW
+        )
+        token = service.issue_key(session, principal_id="analist", now=NOW).token
+        session.commit()
+        principal = _principal(session, token)
+        assert engine.role_names("analist", "sociaal-domein") == []
+        with pytest.raises(PolicyDenied):
+            service.authorize(
+                session,
+                engine,
+                principal,
+                dataset="residents",
+                action="aggregate",
+                purpose="beleidsinformatie",
+                now=NOW,
+            )
+
+
+def test_roles_are_reported_by_name(seeded: tuple[sessionmaker[Session], PolicyEngine, dict[str, str]]) -> None:
+    _, engine, _ = seeded
+    assert engine.role_names("ana", "sociaal-domein") == ["analist"]
+    assert engine.role_names("ana", "veiligheid") == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("subject", "ana", "principal:<id>"),
+        ("dataset", "res,idents", "dataset pattern"),
+        ("purpose", "a, b", "purpose"),
+        ("action", "drop", "action"),
+    ],
+)
+def test_invalid_deny_rules_are_refused(sessions: sessionmaker[Session], field: str, value: str, message: str) -> None:
+    arguments = {
+        "subject": "principal:ana",
+        "domain": "sociaal-domein",
+        "dataset": "residents",
+        "action": "aggregate",
+        "purpose": "*",
+    }
+    arguments[field] = value
+    with sessions() as session, pytest.raises(PolicyConflict, match=message):
+        service.add_deny_rule(session, **arguments)

@@ -23,7 +23,7 @@ def grant_id(sessions: sessionmaker[Session]) -> int:
         )
         grant = service.create_grant(
             session,
-            subject="ana",
+            subject="principal:ana",
             domain="sd",
             dataset="residents",
             action="aggregate",
@@ -76,3 +76,27 @@ def test_period_keys() -> None:
     assert budget.period_of("year", NOW) == "2026"
     with pytest.raises(ValueError, match="unknown budget period"):
         budget.period_of("week", NOW)
+
+
+def test_a_query_that_failed_after_reading_is_charged_even_past_the_allowance(
+    sessions: sessionmaker[Session], grant_id: int
+) -> None:
+    _spend(sessions, grant_id, 0.9)
+    with sessions() as session:
+        grant = session.get(Grant, grant_id)
+        assert grant is not None
+        left = budget.spend(
+            session,
+            grant,
+            principal_id="ana",
+            dataset="residents",
+            epsilon=0.5,
+            request_id="r",
+            now=NOW,
+            data_was_read=True,
+        )
+        session.commit()
+        assert left == 0.0
+        assert budget.remaining_epsilon(session, grant, "ana", "residents", NOW) == 0.0
+    with pytest.raises(BudgetExhausted):
+        _spend(sessions, grant_id, 0.01)

@@ -18,6 +18,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    policy_version = op.create_table(
+        "policy_version",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_policy_version")),
+    )
+    op.bulk_insert(policy_version, [{"id": 1, "version": 0}])
 
     op.create_table(
         "casbin_rule",
@@ -185,3 +192,4 @@ def downgrade() -> None:
 
     op.drop_table("principal")
     op.drop_table("casbin_rule")
+    op.drop_table("policy_version")
