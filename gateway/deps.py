@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -30,6 +30,16 @@ def get_session(request: Request) -> Iterator[Session]:
 def get_audit_context(request: Request) -> AuditContext:
     context: AuditContext = request.state.audit
     return context
+
+
+def audited_as(action: str) -> Callable[[Request], None]:
+    """A route dependency naming the action its audit events record. Listed in the route decorator, it
+    runs before authentication, so a request refused at the door is recorded under the right action."""
+
+    def name_action(request: Request) -> None:
+        get_audit_context(request).event.action = action
+
+    return name_action
 
 
 _bearer = HTTPBearer(auto_error=False, description="A Datapoort API key: `Authorization: Bearer dpk_...`")

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization import AnonymizationError, InvalidPrivacyParameter
@@ -100,6 +101,11 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _audited_response(request, exc.status_code, code, exc.detail, dict(exc.headers or {}) or None)
 
 
+def _state_database_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("state database error: %s", type(exc).__name__)
+    return _audited_response(request, 503, "state_unavailable", "the gateway's state database did not answer")
+
+
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error", exc_info=exc)
     return _audited_response(request, 500, "internal_error", "an unexpected error occurred; it has been logged")
@@ -108,6 +114,7 @@ def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     for kind in (gateway_errors.GatewayError, policy_errors.PolicyError, AuditError, AnonymizationError):
         app.add_exception_handler(kind, _domain_error)
+    app.add_exception_handler(SQLAlchemyError, _state_database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.audit_trail import commit_with_event
-from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep
+from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
 from gateway.query import service as query_service
 
 router = APIRouter(prefix="/v1", tags=["query"])
@@ -35,11 +35,11 @@ class QueryResponse(BaseModel):
     response_model=QueryResponse,
     summary="Answer an aggregate query with differential privacy",
     responses={400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}},
+    dependencies=[Depends(audited_as(query_service.ACTION))],
 )
 def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    audit.event.action = query_service.ACTION
     audit.event.purpose = body.purpose
     audit.event.query = body.sql
     plan, dataset = query_service.plan_query(body.sql, state.catalog)

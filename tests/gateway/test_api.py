@@ -141,6 +141,7 @@ def test_without_a_valid_key_401(api: Api, authorization: str | None, detail: st
     assert detail in response.json()["detail"]
     event = api.events()[-1]
     assert (event.decision, event.reason, event.principal_id) == ("deny", "authentication_failed", None)
+    assert event.action == "aggregate"
 
 
 def test_a_well_formed_but_unknown_key_is_401(api: Api) -> None:
@@ -344,6 +345,22 @@ def test_edge_inputs_get_a_4xx_never_a_5xx(api: Api, body: dict[str, Any], statu
     response = api.query(api.keys["analyst"], body)
     assert (response.status_code, response.json()["error"]) == (status, error)
     assert api.spends() == 0
+
+
+def test_a_state_database_failure_is_a_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.query import service as query_service
+
+    def broken(*args: object, **kwargs: object) -> float:
+        raise OperationalError("UPDATE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(query_service, "record", broken)
+    response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL})
+    assert response.status_code == 503
+    assert response.json()["error"] == "state_unavailable"
+    assert "rows" not in response.json()
+    assert api.events()[-1].reason == "state_unavailable"
 
 
 def test_health_and_docs(api: Api) -> None:
