@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,8 +12,7 @@ from policies import service
 from policies.enforcer import PolicyEngine
 from policies.exceptions import AuthenticationFailed, PolicyConflict, PolicyDenied
 from policies.models import ApiKey
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+from tests.factories import NOW, grant, grant_arguments
 
 
 def _seed(session: Session) -> dict[str, str]:
@@ -35,19 +34,7 @@ def _seed(session: Session) -> dict[str, str]:
         )
         service.assign_role(session, principal_id=principal_id, role=role, domain=organisation)
         tokens[principal_id] = service.issue_key(session, principal_id=principal_id, now=NOW).token
-    service.create_grant(
-        session,
-        subject="role:analist",
-        domain="sociaal-domein",
-        dataset="residents",
-        action="aggregate",
-        purpose="beleidsinformatie",
-        legal_basis="public_task",
-        legal_basis_text="Gemeentewet",
-        now=NOW,
-        epsilon_per_period=1.0,
-        budget_period="month",
-    )
+    grant(session)
     session.commit()
     return tokens
 
@@ -136,19 +123,14 @@ def test_a_deny_rule_beats_an_allow(seeded: tuple[sessionmaker[Session], PolicyE
 def test_an_expired_grant_decides_nothing(seeded: tuple[sessionmaker[Session], PolicyEngine, dict[str, str]]) -> None:
     sessions, engine, tokens = seeded
     with sessions() as session:
-        service.create_grant(
+        grant(
             session,
             subject="principal:vera",
             domain="veiligheid",
             dataset="woninginbraak",
-            action="aggregate",
             purpose="onderzoek",
-            legal_basis="public_task",
-            legal_basis_text="Gemeentewet art. 172",
             now=NOW - timedelta(days=30),
             valid_until=NOW - timedelta(days=1),
-            epsilon_per_period=1.0,
-            budget_period="month",
         )
         session.commit()
     with sessions() as session:
@@ -174,17 +156,12 @@ def test_a_dataset_pattern_grant_covers_matching_datasets_only(
 ) -> None:
     sessions, engine, tokens = seeded
     with sessions() as session:
-        service.create_grant(
+        grant(
             session,
             subject="principal:vera",
             domain="veiligheid",
             dataset="inbraak*",
-            action="aggregate",
             purpose="onderzoek",
-            legal_basis="public_task",
-            legal_basis_text="x",
-            now=NOW,
-            epsilon_per_period=1.0,
             budget_period="year",
         )
         session.commit()
@@ -249,23 +226,12 @@ def test_a_used_key_records_when(seeded: tuple[sessionmaker[Session], PolicyEngi
     ],
 )
 def test_invalid_grants_are_refused(sessions: sessionmaker[Session], field: str, value: object, message: str) -> None:
-    arguments: dict[str, object] = {
-        "subject": "role:analist",
-        "domain": "sociaal-domein",
-        "dataset": "residents",
-        "action": "aggregate",
-        "purpose": "beleidsinformatie",
-        "legal_basis": "public_task",
-        "legal_basis_text": "x",
-        "now": NOW,
-        "epsilon_per_period": 1.0,
-        "budget_period": "month",
-    }
+    arguments = grant_arguments()
     arguments[field] = value
     with sessions() as session:
         service.register_purpose(session, code="beleidsinformatie", description="d", owner="o")
         with pytest.raises(PolicyConflict, match=message):
-            service.create_grant(session, **arguments)  # type: ignore[arg-type]
+            service.create_grant(session, **arguments)
 
 
 def test_a_principal_named_like_a_role_does_not_get_its_grants(

@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from policies import budget, service
 from policies.exceptions import BudgetExhausted
 from policies.models import Grant
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+from tests.factories import NOW, grant
 
 
 @pytest.fixture
@@ -21,21 +20,9 @@ def grant_id(sessions: sessionmaker[Session]) -> int:
         service.create_principal(
             session, principal_id="ana", display_name="Ana", organisation="sd", kind="user", now=NOW
         )
-        grant = service.create_grant(
-            session,
-            subject="principal:ana",
-            domain="sd",
-            dataset="residents",
-            action="aggregate",
-            purpose="beleid",
-            legal_basis="public_task",
-            legal_basis_text="x",
-            now=NOW,
-            epsilon_per_period=1.0,
-            budget_period="month",
-        )
+        created = grant(session, subject="principal:ana", domain="sd", purpose="beleid")
         session.commit()
-        return grant.id
+        return created.id
 
 
 def _spend(sessions: sessionmaker[Session], grant_id: int, epsilon: float, now: datetime = NOW) -> float:
