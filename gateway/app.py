@@ -15,7 +15,7 @@ from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
 from gateway.routers import health, query
 from gateway.settings import Settings
-from gateway.sources import DuckDBSource
+from gateway.sources import Sources
 from gateway.state import GatewayState
 from policies.enforcer import PolicyEngine
 
@@ -31,7 +31,7 @@ def build_state(settings: Settings) -> GatewayState:
         sessions=sessions,
         policy_engine=PolicyEngine(sessions),
         catalog=load_catalog(settings.catalog_path),
-        source=DuckDBSource(),
+        sources=Sources(),
     )
 
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            state.source.close()
+            state.sources.close()
             state.engine.dispose()
 
     app = FastAPI(

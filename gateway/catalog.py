@@ -6,6 +6,7 @@ column it is about. Paths in it are relative to the catalog file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +19,8 @@ ColumnKind = Literal["identifier", "quasi_identifier", "sensitive", "attribute"]
 ColumnType = Literal["string", "integer", "float", "date", "boolean"]
 Action = Literal["aggregate", "export"]
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
+# Keeps a square of one row's fixed-point value (for variances) far inside 64 bits.
+_MAX_FIXED_POINT = 1e9
 
 
 class _Strict(BaseModel):
@@ -35,6 +38,10 @@ class ColumnSpec(_Strict):
     lower: float | None = None
     upper: float | None = None
     public_keys: list[str] | PublicKeysFile | None = None
+    decimals: Annotated[int, Field(ge=0, le=6)] = 2
+    """Float columns are summed as fixed-point integers with this many decimals."""
+    quantile_candidates: Annotated[int, Field(ge=2, le=10_000)] | None = None
+    """How many evenly spaced candidates within [lower, upper] a quantile chooses from."""
 
     @model_validator(mode="after")
     def _bounds_make_sense(self) -> ColumnSpec:
@@ -43,8 +50,11 @@ class ColumnSpec(_Strict):
         if self.lower is not None and self.upper is not None:
             if self.type not in ("integer", "float"):
                 raise ValueError("bounds only apply to integer and float columns")
-            if not self.lower < self.upper:
-                raise ValueError("lower must be below upper")
+            if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper):
+                raise ValueError("lower must be below upper, both finite")
+            scale = 1 if self.type == "integer" else 10**self.decimals
+            if max(abs(self.lower), abs(self.upper)) * scale > _MAX_FIXED_POINT:
+                raise ValueError(f"bounds times 10**decimals must stay within ±{_MAX_FIXED_POINT:.0e}")
         if isinstance(self.public_keys, list) and len(set(self.public_keys)) != len(self.public_keys):
             raise ValueError("public_keys contains duplicates")
         return self
@@ -58,8 +68,29 @@ class ColumnSpec(_Strict):
 
 
 class SourceSpec(_Strict):
-    kind: Literal["parquet", "csv"]
-    path: str
+    """Where a dataset lives: a Parquet or CSV file (read through DuckDB) or a PostgreSQL table."""
+
+    kind: Literal["parquet", "csv", "postgresql"]
+    path: str | None = None
+    table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    url_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+    """PostgreSQL: the environment variable holding the SQLAlchemy URL, so no password sits in the catalog."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> SourceSpec:
+        if self.kind == "postgresql":
+            if self.table is None or self.url_env is None:
+                raise ValueError("a postgresql source needs 'table' and 'url_env'")
+        elif self.path is None:
+            raise ValueError(f"a {self.kind} source needs 'path'")
+        return self
+
+
+class GlobalBudget(_Strict):
+    """The most epsilon all principals together may spend on a dataset per period."""
+
+    epsilon_per_period: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 50.0
+    period: Literal["month", "year"] = "month"
 
 
 class DatasetSpec(_Strict):
@@ -68,6 +99,7 @@ class DatasetSpec(_Strict):
     privacy_unit: str
     max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
     actions: list[Action] = Field(default_factory=lambda: list[Action](["aggregate"]))
+    global_budget: GlobalBudget = Field(default_factory=GlobalBudget)
     columns: dict[Annotated[str, Field(pattern=_NAME)], ColumnSpec]
 
     @model_validator(mode="after")

@@ -1,24 +1,40 @@
-"""Data sources. A source runs one compiled statement and returns the (small) aggregated result."""
+"""Data sources. A source runs one compiled statement and returns the (small) aggregated result.
+
+Files (Parquet, CSV) are read by an in-process DuckDB; PostgreSQL tables through SQLAlchemy, with the
+connection URL taken from the environment variable the catalog names. Errors never carry the source's
+message outward: it can quote the row it failed on.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
 import duckdb
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import types as sqltypes
+from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.exceptions import SourceUnavailable
+from gateway.catalog import DatasetSpec
+from gateway.exceptions import CatalogError, SourceUnavailable
 
 logger = logging.getLogger("datapoort.sources")
 
+# Which SQLAlchemy column types a catalog type accepts in a PostgreSQL table.
+_COMPATIBLE: dict[str, tuple[type[sqltypes.TypeEngine[Any]], ...]] = {
+    "string": (sqltypes.String,),
+    "integer": (sqltypes.Integer,),
+    "float": (sqltypes.Float, sqltypes.Numeric, sqltypes.Integer),
+    "date": (sqltypes.Date,),
+    "boolean": (sqltypes.Boolean,),
+}
+STATEMENT_TIMEOUT_MS = 60_000
+
 
 class DuckDBSource:
-    """Parquet and CSV files read through an in-process DuckDB.
-
-    One in-memory database per gateway process; each query runs on its own cursor, which DuckDB allows
-    from several threads at once.
-    """
+    """One in-memory DuckDB per gateway process; each query runs on its own cursor."""
 
     def __init__(self, *, threads: int | None = None) -> None:
         self._connection = duckdb.connect(":memory:")
@@ -32,7 +48,6 @@ class DuckDBSource:
         try:
             return cursor.execute(sql).fetchall()
         except duckdb.Error as exc:
-            # DuckDB's message can quote the row it failed on, so neither the log nor the caller gets it.
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
         finally:
@@ -40,3 +55,80 @@ class DuckDBSource:
 
     def close(self) -> None:
         self._connection.close()
+
+
+class PostgresSource:
+    """A PostgreSQL database holding dataset tables; statements run read-only, with a time limit."""
+
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_engine(url, pool_pre_ping=True)
+        self._checked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check_columns(self, name: str, dataset: DatasetSpec) -> None:
+        """Refuse a table whose columns do not have the catalog's types (once per dataset)."""
+        if name in self._checked:
+            return
+        table = dataset.source.table or ""
+        schema, _, table_name = table.rpartition(".")
+        try:
+            actual = {
+                column["name"]: column["type"]
+                for column in inspect(self._engine).get_columns(table_name, schema or None)
+            }
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+        for column_name, spec in dataset.columns.items():
+            column_type = actual.get(column_name)
+            if column_type is None or not isinstance(column_type, _COMPATIBLE[spec.type]):
+                raise CatalogError(
+                    f"dataset {name!r}: column {column_name!r} of table {table} is "
+                    f"{'missing' if column_type is None else column_type!s}, but the catalog says {spec.type}"
+                )
+        with self._lock:
+            self._checked.add(name)
+
+    def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SET TRANSACTION READ ONLY"))
+                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                return [tuple(row) for row in connection.execute(text(sql))]
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+class Sources:
+    """Routes a dataset's compiled statement to the source that holds it."""
+
+    def __init__(self) -> None:
+        self.duckdb = DuckDBSource()
+        self._postgres: dict[str, PostgresSource] = {}
+        self._lock = threading.Lock()
+
+    def _postgres_for(self, dataset: DatasetSpec) -> PostgresSource:
+        variable = dataset.source.url_env or ""
+        url = os.environ.get(variable)
+        if not url:
+            raise CatalogError(f"the environment variable {variable} with the source's URL is not set")
+        with self._lock:
+            if url not in self._postgres:
+                self._postgres[url] = PostgresSource(url)
+            return self._postgres[url]
+
+    def fetch_all(self, dataset_name: str, dataset: DatasetSpec, sql: str) -> list[tuple[Any, ...]]:
+        if dataset.source.kind == "postgresql":
+            source = self._postgres_for(dataset)
+            source.check_columns(dataset_name, dataset)
+            return source.fetch_all(sql)
+        return self.duckdb.fetch_all(sql)
+
+    def close(self) -> None:
+        self.duckdb.close()
+        for source in self._postgres.values():
+            source.close()

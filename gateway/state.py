@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.catalog import Catalog
 from gateway.settings import Settings
-from gateway.sources import DuckDBSource
+from gateway.sources import Sources
 from policies.enforcer import PolicyEngine
 
 
@@ -20,4 +20,4 @@ class GatewayState:
     sessions: sessionmaker[Session]
     policy_engine: PolicyEngine
     catalog: Catalog
-    source: DuckDBSource
+    sources: Sources

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from policies import api_keys
+from policies.budget import PERIODS
 from policies.enforcer import (
     ACTIONS,
     ALLOW,
@@ -34,7 +35,6 @@ LEGAL_BASES = {
     "public_task": "art. 6(1)(e) publieke taak / openbaar gezag",
     "legitimate_interest": "art. 6(1)(f) gerechtvaardigd belang",
 }
-BUDGET_PERIODS = ("month", "year")
 
 # casbin lines are comma-separated text; identifiers are kept to a safe alphabet so no value can
 # smuggle in a separator or a matcher expression.
@@ -177,7 +177,7 @@ def create_grant(
     if legal_basis not in LEGAL_BASES:
         raise PolicyConflict(f"legal basis {legal_basis!r} is not one of {', '.join(LEGAL_BASES)}")
     if action == "aggregate":
-        if epsilon_per_period is None or not epsilon_per_period > 0 or budget_period not in BUDGET_PERIODS:
+        if epsilon_per_period is None or not epsilon_per_period > 0 or budget_period not in PERIODS:
             raise PolicyConflict("an aggregate grant needs epsilon_per_period > 0 and a budget_period")
     grant = Grant(
         subject=subject,

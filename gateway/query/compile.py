@@ -1,4 +1,4 @@
-"""Compiling a validated plan to one SQL statement the source runs (DuckDB dialect for file sources).
+"""Compiling a validated plan to one SQL statement the source runs (DuckDB for files, PostgreSQL for tables).
 
 The statement does everything that needs raw rows, so no row ever reaches Python:
 
@@ -10,89 +10,152 @@ The statement does everything that needs raw rows, so no row ever reaches Python
 2. bound contributions: keep at most ``max_contributions`` rows per privacy unit, picked uniformly at
    random (``row_number() OVER (PARTITION BY unit ORDER BY random())``), never by a data-dependent order;
 3. keep only rows whose group values are public keys (so the released key set does not depend on data);
-4. group and count.
+4. group and compute the exact integer statistics of ``statistics.py`` (and, for a quantile, group by
+   the value's bucket on the public candidate grid as well).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlglot import exp
 
 from gateway.catalog import DatasetSpec
 from gateway.query.plan import QueryPlan
+from gateway.query.statistics import (
+    AggregatePlan,
+    QuantileGrid,
+    Statistic,
+    distinct_statistics,
+    quantile_grid,
+    required,
+)
 
-DIALECT = "duckdb"
 _SQL_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "float": "DOUBLE", "date": "DATE", "boolean": "BOOLEAN"}
 _ROW_NUMBER = "__datapoort_rn"
 _SHUFFLE = "__datapoort_shuffle"
+BUCKET = "__datapoort_bucket"
 
 
-def _ident(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql(DIALECT)
+@dataclass(frozen=True, slots=True)
+class CompiledQuery:
+    """The statement and how to read its rows: group values, then the bucket (if any), then statistics."""
+
+    sql: str
+    group_width: int
+    statistics: tuple[Statistic, ...]
+    grid: QuantileGrid | None
 
 
-def _string(value: str) -> str:
-    return exp.Literal.string(value).sql(DIALECT)
+def _ident(name: str, dialect: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect)
 
 
-def _source_relation(dataset: DatasetSpec) -> str:
-    reader = {"parquet": "read_parquet", "csv": "read_csv_auto"}[dataset.source.kind]
-    return f"{reader}({_string(dataset.source.path)})"
+def _string(value: str, dialect: str) -> str:
+    return exp.Literal.string(value).sql(dialect)
 
 
-def _quoted_condition(condition: exp.Expression) -> str:
+def _number(value: float) -> str:
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _source_relation(dataset: DatasetSpec, dialect: str) -> str:
+    source = dataset.source
+    if source.kind == "postgresql":
+        return ".".join(_ident(part, dialect) for part in (source.table or "").split("."))
+    reader = {"parquet": "read_parquet", "csv": "read_csv_auto"}[source.kind]
+    return f"{reader}({_string(source.path or '', dialect)})"
+
+
+def _quoted_condition(condition: exp.Expression, dialect: str) -> str:
     def quote(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Column):
             return exp.column(exp.to_identifier(node.name, quoted=True))
         return node
 
-    return condition.copy().transform(quote).sql(DIALECT)
+    return condition.copy().transform(quote).sql(dialect)
 
 
-def _condition_columns(condition: exp.Expression | None) -> set[str]:
-    return set() if condition is None else {str(node.name) for node in condition.find_all(exp.Column)}
+def _clamped(column: str, lower: float, upper: float, dialect: str) -> str:
+    return f"LEAST(GREATEST({_ident(column, dialect)}, {_number(lower)}), {_number(upper)})"
 
 
-def compile_counts(plan: QueryPlan, dataset: DatasetSpec) -> str:
-    """One statement returning ``group values (as text) ..., count_0, count_1, ...`` per non-empty group."""
-    unit = _ident(dataset.privacy_unit)
+def _statistic_sql(statistic: Statistic, dialect: str) -> str:
+    if statistic.kind == "rows":
+        return "count(*)"
+    column = required(statistic.column, "the statistic's column")
+    if statistic.kind == "count":
+        return f"count({_ident(column, dialect)})"
+    fixed = required(statistic.fixed_point, "the sum's fixed point")
+    clamped = _clamped(column, fixed.lower, fixed.upper, dialect)
+    scaled = clamped if fixed.scale == 1 else f"round({clamped} * {fixed.scale})"
+    value = f"(CAST({scaled} AS BIGINT) - {fixed.centre})"
+    if statistic.kind == "sum":
+        return f"sum({value})"
+    wide = "HUGEINT" if dialect == "duckdb" else "NUMERIC"
+    return f"sum(CAST({value} AS {wide}) * CAST({value} AS {wide}))"
+
+
+def _bucket_sql(grid: QuantileGrid, dialect: str) -> str:
+    """The number of candidates strictly below the clamped value: the value is <= candidate i iff
+    its bucket is <= i, so cumulative bucket counts are the counts the quantile scores need."""
+    clamped = _clamped(grid.column, grid.lower, grid.upper, dialect)
+    return f"CAST(ceil(({clamped} - {_number(grid.lower)}) / {grid.step!r}) AS BIGINT)"
+
+
+def compile_statistics(plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[AggregatePlan, ...]) -> CompiledQuery:
+    """One statement computing every statistic per group (and per quantile bucket, if any)."""
+    dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
+    statistics = distinct_statistics(aggregates)
+    grid = quantile_grid(aggregates)
+    unit = _ident(dataset.privacy_unit, dialect)
     counted = {aggregate.column for aggregate in plan.aggregates if aggregate.column is not None}
     needed = sorted(set(plan.group_by) | counted | _condition_columns(plan.where) | {dataset.privacy_unit})
-    typed = ", ".join(
-        f"TRY_CAST({_ident(name)} AS {_SQL_TYPES[dataset.columns[name].type]}) AS {_ident(name)}" for name in needed
-    )
+    if dialect == "duckdb":
+        # Files carry no types of their own that we trust: a value that does not convert becomes NULL.
+        typed = ", ".join(
+            f"TRY_CAST({_ident(name, dialect)} AS {_SQL_TYPES[dataset.columns[name].type]}) AS {_ident(name, dialect)}"
+            for name in needed
+        )
+    else:
+        # A database table's types are checked against the catalog when the source is opened.
+        typed = ", ".join(_ident(name, dialect) for name in needed)
     row_filters = [f"{unit} IS NOT NULL"]
     if plan.where is not None:
-        row_filters.append(f"({_quoted_condition(plan.where)})")
+        row_filters.append(f"({_quoted_condition(plan.where, dialect)})")
 
-    group_columns = [_ident(name) for name in plan.group_by]
     group_filters = []
     for name in plan.group_by:
         keys = dataset.columns[name].keys or ()
-        group_filters.append(f"CAST({_ident(name)} AS VARCHAR) IN ({', '.join(_string(key) for key in keys)})")
-    counts = [
-        f"count({'*' if aggregate.column is None else _ident(aggregate.column)}) AS {_ident(f'__a{index}')}"
-        for index, aggregate in enumerate(plan.aggregates)
-    ]
-    keys_out = [f"CAST({column} AS VARCHAR) AS {column}" for column in group_columns]
+        keys_sql = ", ".join(_string(key, dialect) for key in keys)
+        group_filters.append(f"CAST({_ident(name, dialect)} AS VARCHAR) IN ({keys_sql})")
+    outputs = [f"CAST({_ident(name, dialect)} AS VARCHAR) AS {_ident(name, dialect)}" for name in plan.group_by]
+    if grid is not None:
+        outputs.append(f"{_bucket_sql(grid, dialect)} AS {BUCKET}")
+    outputs += [f"{_statistic_sql(statistic, dialect)} AS __s{index}" for index, statistic in enumerate(statistics)]
+    positions = len(plan.group_by) + (1 if grid is not None else 0)
+    group_clause = f"\nGROUP BY {', '.join(str(index + 1) for index in range(positions))}" if positions else ""
     outer_where = " AND ".join([f"{_ROW_NUMBER} <= {dataset.max_contributions}", *group_filters])
-    group_clause = (
-        f"\nGROUP BY {', '.join(f'{index + 1}' for index in range(len(group_columns)))}" if group_columns else ""
-    )
     # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
-    return (
+    sql = (
         "WITH typed AS (\n"
         f"    SELECT {typed}\n"
-        f"    FROM {_source_relation(dataset)}\n"
+        f"    FROM {_source_relation(dataset, dialect)}\n"
         "), shuffled AS (\n"
         f"    SELECT *, random() AS {_SHUFFLE}\n"
-        f"    FROM typed\n"
+        "    FROM typed\n"
         f"    WHERE {' AND '.join(row_filters)}\n"
         "), bounded AS (\n"
         f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
         "    FROM shuffled\n"
         ")\n"
-        f"SELECT {', '.join([*keys_out, *counts])}\n"
+        f"SELECT {', '.join(outputs)}\n"
         "FROM bounded\n"
         f"WHERE {outer_where}"
         f"{group_clause}"
     )
+    return CompiledQuery(sql=sql, group_width=len(plan.group_by), statistics=statistics, grid=grid)
+
+
+def _condition_columns(condition: exp.Expression | None) -> set[str]:
+    return set() if condition is None else {str(node.name) for node in condition.find_all(exp.Column)}

@@ -7,7 +7,8 @@ from typing import Literal
 
 from sqlglot import exp
 
-AggregateFunction = Literal["count"]
+AggregateFunction = Literal["count", "sum", "mean", "variance", "stddev", "quantile"]
+NUMERIC_FUNCTIONS: frozenset[str] = frozenset({"sum", "mean", "variance", "stddev", "quantile"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,22 @@ class Aggregate:
     """``None`` for ``COUNT(*)``."""
     name: str
     """The output column name (the alias, or a default such as ``count``)."""
+    alpha: float | None = None
+    """The quantile (0.5 for the median); only for ``quantile``."""
+    ddof: int = 0
+    """Delta degrees of freedom of ``variance``/``stddev``: 1 for the sample form, 0 for the population."""
+
+    def sql(self) -> str:
+        """The aggregate in canonical SQL, for the audit log."""
+        argument = self.column or "*"
+        if self.function == "quantile":
+            return f"PERCENTILE_CONT({self.alpha!r}) WITHIN GROUP (ORDER BY {argument})"
+        name = {"mean": "AVG", "variance": "VAR_SAMP", "stddev": "STDDEV_SAMP"}.get(
+            self.function, self.function.upper()
+        )
+        if self.function in ("variance", "stddev") and self.ddof == 0:
+            name = name.replace("_SAMP", "_POP")
+        return f"{name}({argument})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +57,7 @@ class QueryPlan:
     def normalised(self) -> str:
         """A canonical SQL text of the plan, for the audit log."""
         select = [
-            output.name if output.kind == "group" else _aggregate_sql(self._aggregate(output.name))
+            output.name if output.kind == "group" else f"{self._aggregate(output.name).sql()} AS {output.name}"
             for output in self.outputs
         ]
         text = f"SELECT {', '.join(select)} FROM {self.dataset}"  # noqa: S608 - audit text, never executed
@@ -56,8 +73,3 @@ class QueryPlan:
 
     def _aggregate(self, name: str) -> Aggregate:
         return next(aggregate for aggregate in self.aggregates if aggregate.name == name)
-
-
-def _aggregate_sql(aggregate: Aggregate) -> str:
-    argument = aggregate.column or "*"
-    return f"{aggregate.function.upper()}({argument}) AS {aggregate.name}"

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from anonymization import CountMechanism, InvalidPrivacyParameter
+from anonymization import InvalidPrivacyParameter
 from gateway.catalog import Catalog, DatasetSpec
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
-from gateway.query.compile import compile_counts
+from gateway.query.compile import CompiledQuery, compile_statistics
 from gateway.query.plan import QueryPlan
+from gateway.query.release import AggregateMechanisms, build_mechanisms, release_aggregate
 from gateway.query.sql_frontend import parse_sql
+from gateway.query.statistics import plan_statistics
 from gateway.query.validate import validate_plan
-from gateway.sources import DuckDBSource
+from gateway.sources import Sources
 from policies import budget as budget_service
 from policies import service as policy_service
 from policies.enforcer import PolicyEngine
@@ -32,6 +33,7 @@ from policies.models import Grant
 ACTION = "aggregate"
 # Below this the answer is pure noise; a smaller epsilon is a mistake, not a wish for more privacy.
 MIN_QUERY_EPSILON = 1e-6
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +48,9 @@ class PreparedQuery:
     plan: QueryPlan
     dataset: DatasetSpec
     grant: Grant
-    sql: str
-    mechanisms: tuple[CountMechanism, ...]
-    """One per aggregate, in plan order; built before the data is read."""
+    compiled: CompiledQuery
+    mechanisms: tuple[AggregateMechanisms, ...]
+    """One per aggregate, in plan order; built (and so priced) before the data is read."""
     group_keys: tuple[tuple[str, ...], ...]
     """Every released group: the product of the grouping columns' public keys."""
 
@@ -61,10 +63,15 @@ class PreparedQuery:
 class QueryAnswer:
     columns: list[str]
     rows: list[list[Any]]
+    reports: dict[str, dict[str, Any]]
+    """Per aggregate: mechanism, scale, epsilon and accuracy (per-row accuracies follow ``rows``)."""
 
 
 def plan_query(sql: str, catalog: Catalog) -> tuple[QueryPlan, DatasetSpec]:
-    plan = parse_sql(sql)
+    return resolve_dataset(parse_sql(sql), catalog)
+
+
+def resolve_dataset(plan: QueryPlan, catalog: Catalog) -> tuple[QueryPlan, DatasetSpec]:
     dataset = catalog.dataset(plan.dataset)
     if dataset is None or ACTION not in dataset.actions:
         raise UnknownDataset(f"there is no dataset {plan.dataset!r} that can be aggregated")
@@ -88,6 +95,7 @@ def prepare(
         session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now
     )
     validate_plan(plan, dataset)
+    aggregate_plans = plan_statistics(plan, dataset)
 
     group_keys = tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by)))
     if len(group_keys) > limits.max_groups:
@@ -98,55 +106,85 @@ def prepare(
     total = limits.default_epsilon if epsilon is None else epsilon
     if not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
         raise InvalidQuery(f"epsilon must lie between {MIN_QUERY_EPSILON:g} and {limits.max_epsilon:g} per query")
-    share = total / len(plan.aggregates)
     try:
-        mechanisms = tuple(
-            CountMechanism(l1_sensitivity=dataset.max_contributions, epsilon=share) for _ in plan.aggregates
-        )
+        mechanisms = build_mechanisms(aggregate_plans, epsilon=total, max_contributions=dataset.max_contributions)
     except InvalidPrivacyParameter as exc:
         raise InvalidQuery(exc.message) from exc
     prepared = PreparedQuery(
         plan=plan,
         dataset=dataset,
         grant=grant,
-        sql=compile_counts(plan, dataset),
+        compiled=compile_statistics(plan, dataset, aggregate_plans),
         mechanisms=mechanisms,
         group_keys=group_keys,
     )
-    budget_service.check_affordable(session, grant, principal.id, plan.dataset, prepared.epsilon, now)
+    budget_service.check_affordable(
+        session, grant, principal.id, plan.dataset, prepared.epsilon, now, dataset_cap(dataset)
+    )
     return prepared
 
 
-def execute(prepared: PreparedQuery, source: DuckDBSource) -> QueryAnswer:
-    """Run the pushed-down statement and release every aggregate through its mechanism.
+def dataset_cap(dataset: DatasetSpec) -> budget_service.Allowance:
+    return budget_service.Allowance(dataset.global_budget.epsilon_per_period, dataset.global_budget.period)
 
-    Groups with no rows come back from the source as absent and are released as noisy zeros, so the
+
+def _exact_statistics(
+    prepared: PreparedQuery, rows: list[tuple[Any, ...]]
+) -> tuple[dict[tuple[object, ...], list[int]], list[list[int]] | None]:
+    """Per statistic, its exact value for every released group (absent groups are zero); and for a
+    quantile, every group's histogram over the candidate grid."""
+    compiled = prepared.compiled
+    width = compiled.group_width
+    position = {key: index for index, key in enumerate(prepared.group_keys)}
+    totals = {statistic.key: [0] * len(prepared.group_keys) for statistic in compiled.statistics}
+    grid = compiled.grid
+    histograms = [[0] * grid.count for _ in prepared.group_keys] if grid is not None else None
+    keys = [statistic.key for statistic in compiled.statistics]
+    histogram_index = keys.index(("count", grid.column, None)) if grid is not None else -1
+    offset = width + (1 if grid is not None else 0)
+    for row in rows:
+        group = position.get(tuple(row[:width]))
+        if group is None:  # pragma: no cover - the statement only returns public keys
+            continue
+        for statistic, value in zip(compiled.statistics, row[offset:], strict=True):
+            totals[statistic.key][group] += int(value or 0)
+        if histograms is not None and grid is not None and row[width] is not None:
+            bucket = min(max(int(row[width]), 0), grid.count - 1)
+            histograms[group][bucket] += int(row[offset + histogram_index] or 0)
+    return totals, histograms
+
+
+def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
+    """Run the pushed-down statement and release every aggregate through its mechanisms.
+
+    Groups with no rows come back from the source as absent and are released from noisy zeros, so the
     presence of a group in the answer says nothing about the data.
     """
     plan = prepared.plan
-    width = len(plan.group_by)
-    exact: dict[tuple[str, ...], tuple[int, ...]] = {
-        tuple(row[:width]): tuple(int(value) for value in row[width:]) for row in source.fetch_all(prepared.sql)
-    }
-    zero = (0,) * len(plan.aggregates)
-    per_aggregate = list(zip(*(exact.get(key, zero) for key in prepared.group_keys), strict=True))
-    released = [
-        mechanism.release(list(counts)).values
-        for mechanism, counts in zip(prepared.mechanisms, per_aggregate, strict=True)
-    ]
+    exact, histograms = _exact_statistics(
+        prepared, sources.fetch_all(plan.dataset, prepared.dataset, prepared.compiled.sql)
+    )
+    released = [release_aggregate(mechanism, exact, histograms) for mechanism in prepared.mechanisms]
     rows: list[list[Any]] = []
     for index, key in enumerate(prepared.group_keys):
         by_name: dict[str, Any] = dict(zip(plan.group_by, key, strict=True))
-        by_name.update({aggregate.name: released[a][index] for a, aggregate in enumerate(plan.aggregates)})
+        by_name.update({a.name: released[i].values[index] for i, a in enumerate(plan.aggregates)})
         rows.append([by_name[output.name] for output in plan.outputs])
+    reports = {aggregate.name: released[i].report for i, aggregate in enumerate(plan.aggregates)}
 
     columns = [output.name for output in plan.outputs]
-    # ORDER BY and LIMIT act on released values only: post-processing, no extra privacy cost.
+    # ORDER BY and LIMIT act on released values only: post-processing, no extra privacy cost. Per-row
+    # accuracies are reordered with their rows.
+    order = list(range(len(rows)))
     for name, descending in reversed(plan.order_by):
-        rows.sort(key=operator.itemgetter(columns.index(name)), reverse=descending)
+        position = columns.index(name)
+        order.sort(key=lambda row_index: rows[row_index][position], reverse=descending)
     if plan.limit is not None:
-        rows = rows[: plan.limit]
-    return QueryAnswer(columns=columns, rows=rows)
+        order = order[: plan.limit]
+    for report in reports.values():
+        if isinstance(report.get("half_width"), list):
+            report["half_width"] = [report["half_width"][row_index] for row_index in order]
+    return QueryAnswer(columns=columns, rows=[rows[row_index] for row_index in order], reports=reports)
 
 
 def record(
@@ -170,11 +208,12 @@ def record(
         epsilon=prepared.epsilon,
         request_id=request_id,
         now=now,
+        cap=dataset_cap(prepared.dataset),
         data_was_read=data_was_read,
     )
 
 
-def privacy_report(prepared: PreparedQuery, remaining: float, now: datetime) -> dict[str, Any]:
+def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: float, now: datetime) -> dict[str, Any]:
     grant = prepared.grant
     period = budget_service.period_of(grant.budget_period, now) if grant.budget_period else None
     return {
@@ -182,16 +221,8 @@ def privacy_report(prepared: PreparedQuery, remaining: float, now: datetime) -> 
         "privacy_unit": prepared.dataset.privacy_unit,
         "max_contributions": prepared.dataset.max_contributions,
         "epsilon_spent": prepared.epsilon,
-        "confidence": prepared.mechanisms[0].confidence,
-        "aggregates": {
-            aggregate.name: {
-                "mechanism": mechanism.name,
-                "scale": mechanism.scale,
-                "epsilon": mechanism.epsilon,
-                "half_width": mechanism.half_width,
-            }
-            for aggregate, mechanism in zip(prepared.plan.aggregates, prepared.mechanisms, strict=True)
-        },
+        "confidence": CONFIDENCE,
+        "aggregates": answer.reports,
         "budget": {
             "period": period,
             "epsilon_per_period": grant.epsilon_per_period,

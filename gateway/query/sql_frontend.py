@@ -13,7 +13,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from gateway.exceptions import InvalidQuery, QueryNotSupported
-from gateway.query.plan import Aggregate, OutputColumn, QueryPlan
+from gateway.query.plan import Aggregate, AggregateFunction, OutputColumn, QueryPlan
 
 MAX_SQL_LENGTH = 10_000
 
@@ -104,20 +104,76 @@ def _table(statement: exp.Select) -> tuple[str, set[str]]:
     return str(table.name), names
 
 
-def _aggregate(node: exp.Expression, table_names: set[str]) -> tuple[str, str | None]:
-    """(function, column) for a supported aggregate call, else refuse naming what was found."""
+# SQL aggregate -> (function, ddof). Sample forms divide by n - 1, population forms by n.
+_SIMPLE_AGGREGATES: dict[type[exp.Expression], tuple[AggregateFunction, int]] = {
+    exp.Sum: ("sum", 0),
+    exp.Avg: ("mean", 0),
+    exp.Variance: ("variance", 1),
+    exp.VariancePop: ("variance", 0),
+    exp.Stddev: ("stddev", 1),
+    exp.StddevSamp: ("stddev", 1),
+    exp.StddevPop: ("stddev", 0),
+}
+
+
+def _aggregate_column(argument: exp.Expression | None, table_names: set[str], function: str) -> str:
+    if not isinstance(argument, exp.Column):
+        what = "nothing" if argument is None else _construct_name(argument)
+        raise QueryNotSupported(f"{function} takes one column, not {what}")
+    return _column_name(argument, table_names)
+
+
+def _quantile_alpha(node: exp.Expression | None) -> float:
+    if not isinstance(node, exp.Literal) or node.is_string:
+        raise QueryNotSupported("the quantile must be a number between 0 and 1")
+    alpha = float(node.this)
+    if not 0 < alpha < 1:
+        raise InvalidQuery(f"the quantile must lie strictly between 0 and 1, got {node.this}")
+    return alpha
+
+
+def _aggregate(node: exp.Expression, table_names: set[str], name: str | None) -> Aggregate:
+    """The plan's aggregate for a supported aggregate call; anything else is refused by name."""
     if isinstance(node, exp.Count):
         _only(node, {"this", "big_int"}, "COUNT")
         argument = node.this
         if isinstance(argument, exp.Star):
-            return "count", None
+            return Aggregate(function="count", column=None, name=name or "count")
         if isinstance(argument, exp.Column):
-            return "count", _column_name(argument, table_names)
+            column = _column_name(argument, table_names)
+            return Aggregate(function="count", column=column, name=name or f"count_{column}")
         if isinstance(argument, exp.Distinct):
             raise QueryNotSupported("COUNT(DISTINCT ...) is not supported")
         raise QueryNotSupported(f"COUNT over a {_construct_name(argument)} is not supported")
+    simple = _SIMPLE_AGGREGATES.get(type(node))
+    if simple is not None:
+        function, ddof = simple
+        _only(node, {"this"}, node.key.upper())
+        column = _aggregate_column(node.this, table_names, node.key.upper())
+        return Aggregate(function=function, column=column, name=name or f"{function}_{column}", ddof=ddof)
+    if isinstance(node, exp.Median):
+        _only(node, {"this"}, "MEDIAN")
+        column = _aggregate_column(node.this, table_names, "MEDIAN")
+        return Aggregate(function="quantile", column=column, name=name or f"median_{column}", alpha=0.5)
+    if isinstance(node, exp.Quantile):
+        _only(node, {"this", "quantile"}, "QUANTILE")
+        column = _aggregate_column(node.this, table_names, "QUANTILE")
+        alpha = _quantile_alpha(node.args.get("quantile"))
+        return Aggregate(function="quantile", column=column, name=name or f"quantile_{column}", alpha=alpha)
+    if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
+        _only(node.this, {"this"}, "PERCENTILE_CONT")
+        order = node.expression
+        if not isinstance(order, exp.Order) or len(order.expressions) != 1:
+            raise QueryNotSupported("PERCENTILE_CONT needs WITHIN GROUP (ORDER BY <one column>)")
+        ordered = order.expressions[0]
+        _only(ordered, {"this", "nulls_first"}, "PERCENTILE_CONT")
+        column = _aggregate_column(ordered.this, table_names, "PERCENTILE_CONT")
+        alpha = _quantile_alpha(node.this.this)
+        return Aggregate(function="quantile", column=column, name=name or f"quantile_{column}", alpha=alpha)
+    if isinstance(node, exp.WithinGroup):
+        raise QueryNotSupported(f"{_construct_name(node.this)} WITHIN GROUP is not supported; PERCENTILE_CONT is")
     if isinstance(node, exp.AggFunc):
-        raise QueryNotSupported(f"aggregate {node.key.upper()} is not supported yet; COUNT is")
+        raise QueryNotSupported(f"{_construct_name(node)} is not supported")
     raise QueryNotSupported(f"{_construct_name(node)} in the select list is not supported")
 
 
@@ -235,9 +291,7 @@ def parse_sql(sql: str) -> QueryPlan:
             continue
         if isinstance(node, exp.Star):
             raise QueryNotSupported("SELECT * is not supported; row-level selects are not answered")
-        function, column = _aggregate(node, table_names)
-        default = function if column is None else f"{function}_{column}"
-        aggregate = Aggregate(function="count", column=column, name=alias or default)
+        aggregate = _aggregate(node, table_names, alias)
         aggregates.append(aggregate)
         outputs.append(OutputColumn(name=aggregate.name, kind="aggregate"))
     if not aggregates:

@@ -63,7 +63,7 @@ def run_query(
     session.commit()
 
     try:
-        answer = query_service.execute(prepared, state.source)
+        answer = query_service.execute(prepared, state.sources)
     except Exception as exc:
         # The source has been read, and a failure can depend on what it read: the query is charged, and
         # the charge commits with its event. The caller gets the error; the handler sees it is audited.
@@ -82,7 +82,7 @@ def run_query(
     payload = {
         "columns": answer.columns,
         "rows": answer.rows,
-        "privacy": query_service.privacy_report(prepared, remaining, audit.started_at),
+        "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
         "request_id": audit.request_id,
     }
     content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()

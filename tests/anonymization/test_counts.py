@@ -14,6 +14,9 @@ from anonymization import CountMechanism, InvalidPrivacyParameter
 def test_public_names_are_exactly_the_documented_ones() -> None:
     assert set(anonymization.__all__) == {
         "MECHANISM_DISCRETE_LAPLACE",
+        "MECHANISM_NOISY_MIN_EXPONENTIAL",
+        "QuantileMechanism",
+        "candidate_grid",
         "AnonymizationError",
         "CountMechanism",
         "InvalidPrivacyParameter",

@@ -260,10 +260,10 @@ def test_refusals_also_fail_closed(api: Api) -> None:
 def test_a_source_failing_after_reading_is_charged_with_its_event(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """An error that happens once the data is read may depend on the data, so it costs the query's epsilon."""
 
-    def broken(sql: str) -> list[tuple[Any, ...]]:
+    def broken(*args: object) -> list[tuple[Any, ...]]:
         raise SourceUnavailable("the data source could not answer this query")
 
-    monkeypatch.setattr(api.client.app.state.gateway.source, "fetch_all", broken)  # type: ignore[attr-defined]
+    monkeypatch.setattr(api.client.app.state.gateway.sources, "fetch_all", broken)  # type: ignore[attr-defined]
     before = len(api.events())
     response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.25})
     assert response.status_code == 503

@@ -8,8 +8,9 @@ import pytest
 
 from gateway.catalog import load_catalog
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownColumn
-from gateway.query.compile import compile_counts
+from gateway.query.compile import compile_statistics
 from gateway.query.sql_frontend import parse_sql
+from gateway.query.statistics import plan_statistics
 from gateway.query.validate import validate_plan
 from gateway.sources import DuckDBSource
 
@@ -51,11 +52,16 @@ def visits(tmp_path: Path):  # type: ignore[no-untyped-def]
     return dataset
 
 
-def _run(dataset, sql: str) -> dict[tuple[str, ...], tuple[int, ...]]:  # type: ignore[no-untyped-def]
+def _compile(dataset, sql: str):  # type: ignore[no-untyped-def]
     plan = parse_sql(sql)
     validate_plan(plan, dataset)
-    width = len(plan.group_by)
-    return {tuple(row[:width]): tuple(row[width:]) for row in DuckDBSource().fetch_all(compile_counts(plan, dataset))}
+    return compile_statistics(plan, dataset, plan_statistics(plan, dataset))
+
+
+def _run(dataset, sql: str) -> dict[tuple[str, ...], tuple[int, ...]]:  # type: ignore[no-untyped-def]
+    compiled = _compile(dataset, sql)
+    width = compiled.group_width
+    return {tuple(row[:width]): tuple(row[width:]) for row in DuckDBSource().fetch_all(compiled.sql)}
 
 
 def test_each_unit_contributes_at_most_max_contributions_rows(visits) -> None:  # type: ignore[no-untyped-def]
@@ -76,8 +82,7 @@ def test_ungrouped_count_and_count_of_a_column(visits) -> None:  # type: ignore[
 
 
 def test_the_statement_is_a_single_select_without_raw_rows(visits) -> None:  # type: ignore[no-untyped-def]
-    plan = parse_sql("SELECT wijk, COUNT(*) FROM visits WHERE age > 1 GROUP BY wijk")
-    sql = compile_counts(plan, visits)
+    sql = _compile(visits, "SELECT wijk, COUNT(*) FROM visits WHERE age > 1 GROUP BY wijk").sql
     assert sql.count(";") == 0
     assert 'PARTITION BY "person"' in sql
     assert "IN ('A', 'B')" in sql
@@ -85,7 +90,7 @@ def test_the_statement_is_a_single_select_without_raw_rows(visits) -> None:  # t
 
 
 def test_literals_are_quoted_by_the_compiler(visits) -> None:  # type: ignore[no-untyped-def]
-    sql = compile_counts(parse_sql("SELECT COUNT(*) FROM visits WHERE wijk = 'A'' OR 1=1 --'"), visits)
+    sql = _compile(visits, "SELECT COUNT(*) FROM visits WHERE wijk = 'A'' OR 1=1 --'").sql
     assert "'A'' OR 1=1 --'" in sql
     assert _run(visits, "SELECT COUNT(*) FROM visits WHERE wijk = 'A'' OR 1=1 --'") == {(): (0,)}
 
@@ -121,3 +126,63 @@ def test_valid_literals_pass(visits) -> None:  # type: ignore[no-untyped-def]
         ),
         visits,
     )
+
+
+HEAVY_CATALOG = """
+datasets:
+  payments:
+    source: {kind: csv, path: payments.csv}
+    privacy_unit: person
+    max_contributions: 3
+    columns:
+      person: {type: string, kind: identifier}
+      wijk: {type: string, public_keys: [A, B]}
+      amount: {type: float, kind: sensitive, lower: 0, upper: 1000, decimals: 2}
+"""
+
+
+def _payments(tmp_path: Path, extra: list[str]):  # type: ignore[no-untyped-def]
+    lines = ["person,wijk,amount", "p1,A,10.5", "p2,A,20.25", "p3,B,999.99", *extra]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "payments.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "catalog.yaml").write_text(HEAVY_CATALOG)
+    dataset = load_catalog(tmp_path / "catalog.yaml").dataset("payments")
+    assert dataset is not None
+    return dataset
+
+
+def _statistics(dataset, sql: str) -> dict[tuple[str, ...], tuple[int, ...]]:  # type: ignore[no-untyped-def]
+    return _run(dataset, sql)
+
+
+def test_a_unit_with_10000_rows_moves_a_count_by_at_most_max_contributions(tmp_path: Path) -> None:
+    base = _statistics(_payments(tmp_path / "a", []), "SELECT wijk, COUNT(*) FROM payments GROUP BY wijk")
+    heavy = _statistics(
+        _payments(tmp_path / "b", ["heavy,A,1.0"] * 10_000), "SELECT wijk, COUNT(*) FROM payments GROUP BY wijk"
+    )
+    moved = sum(abs(heavy[key][0] - base.get(key, (0,))[0]) for key in heavy)
+    assert moved == 3  # exactly max_contributions, not 10,000
+
+
+def test_a_value_of_10_to_the_12_moves_a_sum_by_at_most_the_bound(tmp_path: Path) -> None:
+    sql = "SELECT SUM(amount) FROM payments"
+    base = _statistics(_payments(tmp_path / "a", []), sql)[()][0]
+    huge = _statistics(_payments(tmp_path / "b", ["huge,B,1000000000000"]), sql)[()][0]
+    # Fixed point with 2 decimals: the bound 1000 is 100000 units; 10^12 is clamped to it.
+    assert base == 1050 + 2025 + 99999
+    assert huge - base == 100_000
+
+
+def test_sums_are_exact_integers_of_clamped_fixed_point_values(tmp_path: Path) -> None:
+    dataset = _payments(tmp_path, ["p4,B,-5", "p5,A,0.004", "p6,A,0.005"])
+    assert _statistics(dataset, "SELECT SUM(amount) FROM payments") == {(): (1050 + 2025 + 99999 + 0 + 0 + 1,)}
+
+
+def test_quantiles_group_by_their_bucket_on_the_public_grid(tmp_path: Path) -> None:
+    dataset = _payments(tmp_path, [])
+    compiled = _compile(dataset, "SELECT wijk, MEDIAN(amount) FROM payments GROUP BY wijk")
+    assert compiled.grid is not None
+    assert compiled.grid.count == 201
+    rows = DuckDBSource().fetch_all(compiled.sql)
+    # (wijk, bucket, count(amount)): 10.5 and 20.25 fall in bucket 3 (candidates 0, 5, 10, 15 ...).
+    assert sorted(rows) == [("A", 3, 1), ("A", 5, 1), ("B", 200, 1)]
