@@ -13,7 +13,7 @@ from gateway.audit_trail import AuditContext, new_traceparent
 from gateway.catalog import load_catalog
 from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
-from gateway.routers import health, query
+from gateway.routers import catalog, health, query
 from gateway.settings import Settings
 from gateway.sources import Sources
 from gateway.state import GatewayState
@@ -76,4 +76,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(query.router)
+    app.include_router(catalog.router)
     return app

@@ -9,11 +9,14 @@ from the error handler. If the event cannot be written, nothing but a 503 leaves
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
+from fastapi import Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -95,6 +98,24 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
         session.rollback()
         raise
     context.written = True
+
+
+def respond(
+    session: Session,
+    context: AuditContext,
+    payload: dict[str, Any],
+    *,
+    privacy_cost: float | None = None,
+    rows_released: int | None = None,
+) -> Response:
+    """Serialise an allowed answer, commit its event (with the digest of exactly these bytes) in the
+    request's transaction, and only then hand the bytes out."""
+    content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+    event = context.finish(
+        decision="allow", privacy_cost=privacy_cost, rows_released=rows_released, response_body=content
+    )
+    commit_with_event(session, context, event)
+    return Response(content=content, media_type="application/json")
 
 
 def write_refusal(sessions: sessionmaker[Session], context: AuditContext, draft: audit_service.EventDraft) -> None:

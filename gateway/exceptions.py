@@ -28,6 +28,13 @@ class UnknownDataset(GatewayError):
     code = "unknown_dataset"
 
 
+class DatasetNotFound(UnknownDataset):
+    """A dataset asked for by name (``GET /v1/datasets/{name}``) that the caller may not use, or that
+    does not exist: the two are not told apart."""
+
+    code = "dataset_not_found"
+
+
 class UnknownColumn(GatewayError):
     code = "unknown_column"
 

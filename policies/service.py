@@ -4,6 +4,7 @@ decides, so a change and its audit event land together."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -235,24 +236,57 @@ def authorize(
     if session.get(Purpose, purpose) is None:
         raise PolicyDenied(f"purpose {purpose!r} is not in the purpose register")
     engine.ensure_current(session)
-    domain = principal.organisation
-    subject = principal_subject(principal.id)
-    if not engine.allows(subject, domain, dataset, action, purpose):
+    if not engine.allows(principal_subject(principal.id), principal.organisation, dataset, action, purpose):
         raise PolicyDenied(f"no grant allows {action!r} on {dataset!r} for purpose {purpose!r}")
-    subjects = {subject, *engine.roles_of(subject, domain)}
-    candidates = session.scalars(
-        select(Grant)
-        .where(
-            Grant.subject.in_(subjects),
-            Grant.domain == domain,
-            Grant.action == action,
-            Grant.purpose == purpose,
-            Grant.revoked_at.is_(None),
-            Grant.valid_from <= now,
-        )
-        .order_by(Grant.id)
-    ).all()
-    for grant in candidates:
-        if _dataset_matches(grant.dataset, dataset) and (grant.valid_until is None or grant.valid_until > now):
+    for grant in _active_grants(session, engine, principal, now, action=action, purpose=purpose):
+        if _dataset_matches(grant.dataset, dataset):
             return grant
     raise PolicyDenied(f"the grant for {action!r} on {dataset!r} for purpose {purpose!r} is not active")
+
+
+def _active_grants(
+    session: Session,
+    engine: PolicyEngine,
+    principal: AuthenticatedPrincipal,
+    now: datetime,
+    *,
+    action: str | None = None,
+    purpose: str | None = None,
+) -> list[Grant]:
+    """Grants to the principal or its roles in its organisation, within their validity window."""
+    subject = principal_subject(principal.id)
+    statement = select(Grant).where(
+        Grant.subject.in_({subject, *engine.roles_of(subject, principal.organisation)}),
+        Grant.domain == principal.organisation,
+        Grant.revoked_at.is_(None),
+        Grant.valid_from <= now,
+    )
+    if action is not None:
+        statement = statement.where(Grant.action == action)
+    if purpose is not None:
+        statement = statement.where(Grant.purpose == purpose)
+    grants = session.scalars(statement.order_by(Grant.id)).all()
+    return [grant for grant in grants if grant.valid_until is None or grant.valid_until > now]
+
+
+def usable_grants(
+    session: Session,
+    engine: PolicyEngine,
+    principal: AuthenticatedPrincipal,
+    datasets: Iterable[str],
+    *,
+    now: datetime,
+) -> list[tuple[str, Grant]]:
+    """Every (dataset, grant) the principal may use now: the grant is active, its pattern covers the
+    dataset, and casbin allows the request (so a deny rule hides what it overrides)."""
+    engine.ensure_current(session)
+    subject = principal_subject(principal.id)
+    usable = []
+    names = list(datasets)
+    for grant in _active_grants(session, engine, principal, now):
+        for dataset in names:
+            if _dataset_matches(grant.dataset, dataset) and engine.allows(
+                subject, principal.organisation, dataset, grant.action, grant.purpose
+            ):
+                usable.append((dataset, grant))
+    return usable

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.audit_trail import commit_with_event
+from gateway.audit_trail import commit_with_event, respond
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
 from gateway.query import service as query_service
 
@@ -85,9 +84,4 @@ def run_query(
         "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
         "request_id": audit.request_id,
     }
-    content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
-    draft = audit.finish(
-        decision="allow", privacy_cost=prepared.epsilon, rows_released=len(answer.rows), response_body=content
-    )
-    commit_with_event(session, audit, draft)
-    return Response(content=content, media_type="application/json")
+    return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
