@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gateway.catalog import Catalog, DatasetSpec
-from gateway.exceptions import UnknownDataset
+from gateway.exceptions import DatasetNotFound
 from gateway.query.service import dataset_cap
 from policies import budget as budget_service
 from policies import service as policy_service
@@ -71,7 +71,7 @@ def describe(name: str, dataset: DatasetSpec, grants: list[Grant], *, detail: bo
 def dataset_or_404(visible: dict[str, list[Grant]], catalog: Catalog, name: str) -> tuple[DatasetSpec, list[Grant]]:
     dataset = catalog.dataset(name)
     if dataset is None or name not in visible:
-        raise UnknownDataset(f"there is no dataset {name!r} you may use")
+        raise DatasetNotFound(f"there is no dataset {name!r} you may use")
     return dataset, visible[name]
 
 

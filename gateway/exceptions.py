@@ -3,6 +3,7 @@
 GatewayError
  ├── CatalogError          the catalog file is missing or invalid (operator error, reported at start-up)
  ├── UnknownDataset        the query names a dataset the catalog does not hold or the action cannot use
+ │    └── DatasetNotFound  a dataset asked for by name that the caller may not use (404)
  ├── UnknownColumn         the query names a column the dataset does not have
  ├── QueryNotSupported     valid SQL, but outside the subset Datapoort answers; names the construct
  ├── InvalidQuery          the query cannot be parsed or its parameters are out of range

@@ -26,7 +26,7 @@ def list_datasets(principal: PrincipalDep, session: SessionDep, state: StateDep,
 @router.get(
     "/datasets/{name}",
     summary="One dataset: columns, kinds, bounds, public keys and what can be asked of each",
-    responses={400: {}},
+    responses={404: {}},
     dependencies=[Depends(audited_as("catalog:read"))],
 )
 def get_dataset(name: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
