@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import opendp.prelude as dp
-from opendp.accuracy import discrete_laplacian_scale_to_accuracy
+from opendp.accuracy import accuracy_to_discrete_laplacian_scale, discrete_laplacian_scale_to_accuracy
 
 from anonymization.errors import InvalidPrivacyParameter
 
@@ -85,6 +85,22 @@ class CountMechanism:
         """Each released value is within ``half_width`` of the exact count with probability ``confidence``."""
 
     name = MECHANISM_DISCRETE_LAPLACE
+
+    @staticmethod
+    def epsilon_for_half_width(*, l1_sensitivity: int, half_width: float, confidence: float = 0.95) -> float:
+        """The epsilon whose mechanism has at most ``half_width`` at ``confidence``: the inverse of the
+        calibration above (OpenDP's ``accuracy_to_discrete_laplacian_scale``), so a client can ask for
+        accuracy instead of epsilon. A mechanism built with the result reports a half-width within
+        floating-point rounding of the target."""
+        if not (math.isfinite(half_width) and half_width > 0):
+            raise InvalidPrivacyParameter(f"half_width must be a finite number > 0, got {half_width!r}")
+        if not 0 < confidence < 1:
+            raise InvalidPrivacyParameter(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+        try:
+            scale = float(accuracy_to_discrete_laplacian_scale(half_width, 1.0 - confidence))
+        except dp.OpenDPException as exc:
+            raise InvalidPrivacyParameter(f"no noise scale gives half_width {half_width!r}: {exc.message}") from exc
+        return l1_sensitivity / scale
 
     def release(self, exact_counts: Sequence[int]) -> NoisyCounts:
         if len(exact_counts) == 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anonymization import CountMechanism, QuantileMechanism
+from gateway.exceptions import InvalidQuery
 from gateway.query.statistics import AggregatePlan, QuantileGrid, required
 
 _I64 = (-(2**63), 2**63 - 1)
@@ -42,26 +43,60 @@ class AggregateMechanisms:
         return math.fsum(parts)
 
 
-def build_mechanisms(
-    plans: Sequence[AggregatePlan], *, epsilon: float, max_contributions: int
-) -> tuple[AggregateMechanisms, ...]:
-    """Split ``epsilon`` evenly over the aggregates, and each aggregate's share evenly over its statistics
-    (basic composition: the query's cost is the sum of the parts)."""
-    share = epsilon / len(plans)
-    built = []
+def even_split(plans: Sequence[AggregatePlan], epsilon: float) -> list[float]:
+    """The default: every aggregate gets the same share of the query's epsilon."""
+    return [epsilon / len(plans)] * len(plans)
+
+
+def epsilons_for_accuracy(
+    plans: Sequence[AggregatePlan], *, half_width: float, confidence: float, max_contributions: int
+) -> list[float]:
+    """Per aggregate, the epsilon that gives each released value at most ``half_width`` at ``confidence``.
+
+    Only counts and sums have an error that does not depend on the data; a mean's depends on how many
+    rows its group has, a quantile's on the data around it, so those take an epsilon instead."""
+    epsilons = []
     for plan in plans:
+        function = plan.aggregate.function
+        if function not in ("count", "sum"):
+            raise InvalidQuery(
+                f"an accuracy target fits COUNT and SUM, whose error does not depend on the data; "
+                f"give epsilon for {plan.aggregate.name!r} ({function})"
+            )
+        statistic = plan.statistics[0]
+        units = statistic.fixed_point.scale if statistic.fixed_point is not None else 1
+        epsilons.append(
+            CountMechanism.epsilon_for_half_width(
+                l1_sensitivity=max_contributions * statistic.row_bound(),
+                half_width=half_width * units,
+                confidence=confidence,
+            )
+        )
+    return epsilons
+
+
+def build_mechanisms(
+    plans: Sequence[AggregatePlan], *, epsilons: Sequence[float], max_contributions: int, confidence: float
+) -> tuple[AggregateMechanisms, ...]:
+    """One set of mechanisms per aggregate, each aggregate's epsilon split evenly over its statistics
+    (basic composition: the query's cost is the sum of the parts)."""
+    built = []
+    for plan, share in zip(plans, epsilons, strict=True):
         if plan.grid is not None:
             quantile = QuantileMechanism(
                 candidates=plan.grid.candidates(),
                 alpha=required(plan.aggregate.alpha, "the quantile's alpha"),
                 max_contributions=max_contributions,
                 epsilon=share,
+                confidence=confidence,
             )
             built.append(AggregateMechanisms(plan, (), quantile))
             continue
         part = share / len(plan.statistics)
         mechanisms = tuple(
-            CountMechanism(l1_sensitivity=max_contributions * statistic.row_bound(), epsilon=part)
+            CountMechanism(
+                l1_sensitivity=max_contributions * statistic.row_bound(), epsilon=part, confidence=confidence
+            )
             for statistic in plan.statistics
         )
         built.append(AggregateMechanisms(plan, mechanisms))

@@ -20,7 +20,13 @@ from gateway.catalog import Catalog, DatasetSpec
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
 from gateway.query.compile import CompiledQuery, compile_statistics
 from gateway.query.plan import QueryPlan
-from gateway.query.release import AggregateMechanisms, build_mechanisms, release_aggregate
+from gateway.query.release import (
+    AggregateMechanisms,
+    build_mechanisms,
+    epsilons_for_accuracy,
+    even_split,
+    release_aggregate,
+)
 from gateway.query.sql_frontend import parse_sql
 from gateway.query.statistics import plan_statistics
 from gateway.query.validate import validate_plan
@@ -44,6 +50,14 @@ class QueryLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class AccuracyTarget:
+    """Every released COUNT and SUM within ``half_width`` of the exact value with ``confidence``."""
+
+    half_width: float
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedQuery:
     plan: QueryPlan
     dataset: DatasetSpec
@@ -53,6 +67,8 @@ class PreparedQuery:
     """One per aggregate, in plan order; built (and so priced) before the data is read."""
     group_keys: tuple[tuple[str, ...], ...]
     """Every released group: the product of the grouping columns' public keys."""
+
+    confidence: float = CONFIDENCE
 
     @property
     def epsilon(self) -> float:
@@ -89,6 +105,8 @@ def prepare(
     epsilon: float | None,
     limits: QueryLimits,
     now: datetime,
+    accuracy: AccuracyTarget | None = None,
+    check_budget: bool = True,
 ) -> PreparedQuery:
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
     grant = policy_service.authorize(
@@ -103,11 +121,27 @@ def prepare(
             f"the query would release {len(group_keys)} groups; at most {limits.max_groups} are allowed"
         )
 
-    total = limits.default_epsilon if epsilon is None else epsilon
-    if not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
-        raise InvalidQuery(f"epsilon must lie between {MIN_QUERY_EPSILON:g} and {limits.max_epsilon:g} per query")
+    confidence = accuracy.confidence if accuracy is not None else CONFIDENCE
     try:
-        mechanisms = build_mechanisms(aggregate_plans, epsilon=total, max_contributions=dataset.max_contributions)
+        if accuracy is not None:
+            shares = epsilons_for_accuracy(
+                aggregate_plans,
+                half_width=accuracy.half_width,
+                confidence=confidence,
+                max_contributions=dataset.max_contributions,
+            )
+        else:
+            shares = even_split(aggregate_plans, limits.default_epsilon if epsilon is None else epsilon)
+        total = math.fsum(shares)
+        if not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
+            wanted = "this accuracy would need" if accuracy is not None else "the query asks for"
+            raise InvalidQuery(
+                f"{wanted} epsilon {total:g}; a query may spend between {MIN_QUERY_EPSILON:g} "
+                f"and {limits.max_epsilon:g}"
+            )
+        mechanisms = build_mechanisms(
+            aggregate_plans, epsilons=shares, max_contributions=dataset.max_contributions, confidence=confidence
+        )
     except InvalidPrivacyParameter as exc:
         raise InvalidQuery(exc.message) from exc
     prepared = PreparedQuery(
@@ -117,10 +151,12 @@ def prepare(
         compiled=compile_statistics(plan, dataset, aggregate_plans),
         mechanisms=mechanisms,
         group_keys=group_keys,
+        confidence=confidence,
     )
-    budget_service.check_affordable(
-        session, grant, principal.id, plan.dataset, prepared.epsilon, now, dataset_cap(dataset)
-    )
+    if check_budget:
+        budget_service.check_affordable(
+            session, grant, principal.id, plan.dataset, prepared.epsilon, now, dataset_cap(dataset)
+        )
     return prepared
 
 
@@ -213,6 +249,36 @@ def record(
     )
 
 
+def mechanism_report(prepared: PreparedQuery) -> dict[str, dict[str, Any]]:
+    """Mechanism, scale, epsilon and data-independent accuracy of each aggregate, known before any data
+    is read (for ``/v1/query/estimate``)."""
+    reports: dict[str, dict[str, Any]] = {}
+    for built in prepared.mechanisms:
+        name = built.plan.aggregate.name
+        if built.quantile is not None:
+            reports[name] = {
+                "mechanism": built.quantile.name,
+                "scale": built.quantile.scale,
+                "epsilon": built.quantile.epsilon,
+                "rank_half_width": built.quantile.rank_half_width,
+            }
+            continue
+        first = built.statistics[0]
+        report: dict[str, Any] = {
+            "mechanism": first.name,
+            "epsilon": built.epsilon,
+            "scale": [m.scale for m in built.statistics] if len(built.statistics) > 1 else first.scale,
+        }
+        if built.plan.aggregate.function in ("count", "sum"):
+            fixed = built.plan.statistics[0].fixed_point
+            report["half_width"] = first.half_width / (fixed.scale if fixed is not None else 1)
+        else:
+            report["half_width"] = None
+            report["note"] = "the half-width of this aggregate depends on the group's size; it comes with the answer"
+        reports[name] = report
+    return reports
+
+
 def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: float, now: datetime) -> dict[str, Any]:
     grant = prepared.grant
     period = budget_service.period_of(grant.budget_period, now) if grant.budget_period else None
@@ -221,7 +287,7 @@ def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: floa
         "privacy_unit": prepared.dataset.privacy_unit,
         "max_contributions": prepared.dataset.max_contributions,
         "epsilon_spent": prepared.epsilon,
-        "confidence": CONFIDENCE,
+        "confidence": prepared.confidence,
         "aggregates": answer.reports,
         "budget": {
             "period": period,

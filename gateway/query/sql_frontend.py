@@ -38,7 +38,8 @@ _PART_NAMES = {
 }
 
 _COMPARISONS: tuple[type[exp.Expression], ...] = (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)
-_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+_ALIAS = re.compile(ALIAS_PATTERN)
 MAX_LIMIT_DIGITS = 12
 
 
@@ -230,6 +231,11 @@ def _check_predicate(node: exp.Expression, table_names: set[str]) -> None:
     if len(columns) != 1:
         raise QueryNotSupported(f"each condition must compare one column with constants: {node.sql()}")
     _column_name(columns[0], table_names)
+
+
+def check_condition(condition: exp.Expression) -> None:
+    """The WHERE grammar, for conditions built by another front door (the JSON plan)."""
+    _check_predicate(condition, set())
 
 
 def _unqualify(node: exp.Expression) -> exp.Expression:

@@ -1,25 +1,50 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
 
-from gateway.audit_trail import commit_with_event, respond
+from gateway.audit_trail import AuditContext, commit_with_event, respond
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
 from gateway.query import service as query_service
+from gateway.query.json_frontend import JsonPlan, plan_from_json
+from gateway.state import GatewayState
+from policies import budget as budget_service
+from policies.exceptions import BudgetExhausted
+from policies.service import AuthenticatedPrincipal
 
 router = APIRouter(prefix="/v1", tags=["query"])
+
+
+class Accuracy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    half_width: float = Field(gt=0, allow_inf_nan=False, description="Each COUNT/SUM within ± this of the truth.")
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999, description="With this probability.")
 
 
 class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     purpose: str = Field(min_length=1, max_length=128, description="The registered purpose (doelbinding).")
-    sql: str = Field(min_length=1, max_length=10_000, examples=["SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"])
+    sql: Annotated[str, Field(min_length=1, max_length=10_000)] | None = Field(
+        default=None, examples=["SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"]
+    )
+    plan: JsonPlan | None = Field(default=None, description="The same question as a JSON plan, instead of sql.")
     epsilon: float | None = Field(
         default=None, gt=0, strict=True, description="Privacy loss to spend; default set by the gateway."
     )
+    accuracy: Accuracy | None = Field(default=None, description="Ask for accuracy instead of epsilon.")
+
+    @model_validator(mode="after")
+    def _one_question_one_price(self) -> QueryRequest:
+        if (self.sql is None) == (self.plan is None):
+            raise ValueError("give exactly one of 'sql' and 'plan'")
+        if self.epsilon is not None and self.accuracy is not None:
+            raise ValueError("give 'epsilon' or 'accuracy', not both")
+        return self
 
 
 class QueryResponse(BaseModel):
@@ -29,23 +54,36 @@ class QueryResponse(BaseModel):
     request_id: str
 
 
-@router.post(
-    "/query",
-    response_model=QueryResponse,
-    summary="Answer an aggregate query with differential privacy",
-    responses={400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}},
-    dependencies=[Depends(audited_as(query_service.ACTION))],
-)
-def run_query(
-    body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
-) -> Response:
+class EstimateResponse(BaseModel):
+    epsilon: float
+    confidence: float
+    aggregates: dict[str, Any]
+    budget: dict[str, Any]
+    request_id: str
+
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}}
+
+
+def _prepare(
+    body: QueryRequest,
+    principal: AuthenticatedPrincipal,
+    session: Session,
+    state: GatewayState,
+    audit: AuditContext,
+    *,
+    check_budget: bool,
+) -> query_service.PreparedQuery:
     audit.event.purpose = body.purpose
-    audit.event.query = body.sql
-    plan, dataset = query_service.plan_query(body.sql, state.catalog)
+    if body.plan is not None:
+        audit.event.query = body.plan.model_dump_json(by_alias=True, exclude_defaults=True)[:10_000]
+        plan, dataset = query_service.resolve_dataset(plan_from_json(body.plan), state.catalog)
+    else:
+        audit.event.query = body.sql
+        plan, dataset = query_service.plan_query(body.sql or "", state.catalog)
     audit.event.dataset = plan.dataset
     audit.event.query = plan.normalised()
     settings = state.settings
-    limits = query_service.QueryLimits(settings.default_query_epsilon, settings.max_query_epsilon, settings.max_groups)
     prepared = query_service.prepare(
         session,
         state.policy_engine,
@@ -54,10 +92,30 @@ def run_query(
         dataset=dataset,
         purpose=body.purpose,
         epsilon=body.epsilon,
-        limits=limits,
+        accuracy=query_service.AccuracyTarget(body.accuracy.half_width, body.accuracy.confidence)
+        if body.accuracy is not None
+        else None,
+        limits=query_service.QueryLimits(
+            settings.default_query_epsilon, settings.max_query_epsilon, settings.max_groups
+        ),
         now=audit.started_at,
+        check_budget=check_budget,
     )
     audit.event.legal_basis = prepared.grant.legal_basis
+    return prepared
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    summary="Answer an aggregate query with differential privacy",
+    responses=_REFUSALS,
+    dependencies=[Depends(audited_as(query_service.ACTION))],
+)
+def run_query(
+    body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+) -> Response:
+    prepared = _prepare(body, principal, session, state, audit, check_budget=True)
     # End the read phase: no state-database lock is held while the source computes.
     session.commit()
 
@@ -85,3 +143,33 @@ def run_query(
         "request_id": audit.request_id,
     }
     return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
+
+
+@router.post(
+    "/query/estimate",
+    response_model=EstimateResponse,
+    summary="What a query would cost and how accurate it would be, without reading data or spending",
+    responses=_REFUSALS,
+    dependencies=[Depends(audited_as("aggregate:estimate"))],
+)
+def estimate_query(
+    body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+) -> Response:
+    prepared = _prepare(body, principal, session, state, audit, check_budget=False)
+    cap = query_service.dataset_cap(prepared.dataset)
+    dataset, now = prepared.plan.dataset, audit.started_at
+    try:
+        remaining = budget_service.check_affordable(
+            session, prepared.grant, principal.id, dataset, prepared.epsilon, now, cap
+        )
+        affordable = True
+    except BudgetExhausted as refused:
+        remaining, affordable = refused.remaining, False
+    payload = {
+        "epsilon": prepared.epsilon,
+        "confidence": prepared.confidence,
+        "aggregates": query_service.mechanism_report(prepared),
+        "budget": {"epsilon_remaining": remaining, "affordable": affordable},
+        "request_id": audit.request_id,
+    }
+    return respond(session, audit, payload)

@@ -85,3 +85,18 @@ def test_releases_are_integers_of_the_same_length() -> None:
     released = CountMechanism(l1_sensitivity=1, epsilon=1.0).release([3, 0, 7])
     assert len(released.values) == 3
     assert all(isinstance(value, int) for value in released.values)
+
+
+@pytest.mark.parametrize(("sensitivity", "half_width"), [(1, 50.0), (1, 6.43), (3, 100.0), (250_000, 1_000_000.0)])
+def test_asking_for_accuracy_gives_the_epsilon_that_delivers_it(sensitivity: int, half_width: float) -> None:
+    epsilon = CountMechanism.epsilon_for_half_width(l1_sensitivity=sensitivity, half_width=half_width)
+    mechanism = CountMechanism(l1_sensitivity=sensitivity, epsilon=epsilon)
+    assert mechanism.half_width == pytest.approx(half_width, rel=1e-6)
+    # A tighter target costs more epsilon: the inverse is monotone.
+    assert CountMechanism.epsilon_for_half_width(l1_sensitivity=sensitivity, half_width=half_width / 2) > epsilon
+
+
+@pytest.mark.parametrize("half_width", [0.0, -1.0, math.inf, math.nan])
+def test_accuracy_targets_must_be_positive(half_width: float) -> None:
+    with pytest.raises(InvalidPrivacyParameter, match="half_width"):
+        CountMechanism.epsilon_for_half_width(l1_sensitivity=1, half_width=half_width)
