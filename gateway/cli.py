@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -126,6 +127,86 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer): {keys_file
     )
     if serve_api:
         _serve(settings)
+
+
+def _print_answer(body: dict[str, Any]) -> None:
+    columns = body["columns"]
+    rows = [
+        ["" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)) for value in row]
+        for row in body["rows"]
+    ]
+    widths = [max(len(str(column)), *(len(row[index]) for row in rows)) for index, column in enumerate(columns)]
+    typer.echo("  ".join(str(column).rjust(width) for column, width in zip(columns, widths, strict=True)))
+    for row in rows:
+        typer.echo("  ".join(value.rjust(width) for value, width in zip(row, widths, strict=True)))
+    privacy = body["privacy"]
+    typer.echo(
+        f"\nepsilon spent {privacy['epsilon_spent']:.6g}, {privacy['budget']['epsilon_remaining']:.6g} left this "
+        f"{privacy['budget']['period']}; per aggregate at {privacy['confidence']:.0%} confidence:"
+    )
+    for name, report in privacy["aggregates"].items():
+        accuracy = report.get("half_width")
+        if isinstance(accuracy, list):
+            accuracy = f"±{max(accuracy):.4g} at most" if accuracy else "-"
+        elif accuracy is not None:
+            accuracy = f"±{accuracy:.4g}"
+        else:
+            accuracy = f"rank ±{report.get('rank_half_width', 0):.4g} rows"
+        typer.echo(f"  {name}: {report['mechanism']}, {accuracy}")
+
+
+@app.command()
+def query(
+    purpose: Annotated[str, typer.Option(help="The registered purpose (doelbinding) of this question.")],
+    sql: Annotated[str | None, typer.Option(help="The question in the SQL subset.")] = None,
+    plan: Annotated[Path | None, typer.Option(help="The question as a JSON plan file, instead of --sql.")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Privacy loss to spend.")] = None,
+    accuracy: Annotated[float | None, typer.Option(help="Ask for ± this (95%) on counts and sums instead.")] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Only say what it would cost.")] = False,
+    url: Annotated[str, typer.Option(envvar="DATAPOORT_URL", help="The gateway.")] = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None, typer.Option(envvar="DATAPOORT_API_KEY", help="Your API key.", show_default=False)
+    ] = None,
+    raw: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
+) -> None:
+    """Ask a running gateway an aggregate question (the key comes from DATAPOORT_API_KEY or --key)."""
+    import httpx
+
+    if key is None:
+        typer.echo("give your API key in DATAPOORT_API_KEY (or --key)", err=True)
+        raise typer.Exit(2)
+    if (sql is None) == (plan is None):
+        typer.echo("give exactly one of --sql and --plan", err=True)
+        raise typer.Exit(2)
+    body: dict[str, Any] = {"purpose": purpose}
+    if sql is not None:
+        body["sql"] = sql
+    elif plan is not None:
+        body["plan"] = json.loads(plan.read_text(encoding="utf-8"))
+    if epsilon is not None:
+        body["epsilon"] = epsilon
+    if accuracy is not None:
+        body["accuracy"] = {"half_width": accuracy}
+    endpoint = "/v1/query/estimate" if estimate else "/v1/query"
+    try:
+        response = httpx.post(
+            url.rstrip("/") + endpoint, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the gateway at {url}: {type(exc).__name__}", err=True)
+        raise typer.Exit(3) from exc
+    answer = response.json()
+    if raw or response.status_code != 200:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+        if response.status_code != 200:
+            raise typer.Exit(1)
+        return
+    if estimate:
+        typer.echo(f"epsilon {answer['epsilon']:.6g}; affordable: {answer['budget']['affordable']}")
+        for name, report in answer["aggregates"].items():
+            typer.echo(f"  {name}: {report['mechanism']}, half-width {report.get('half_width')}")
+        return
+    _print_answer(answer)
 
 
 @audit_app.command("verify")
