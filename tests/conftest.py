@@ -33,7 +33,7 @@ def _postgres_or_skip() -> str:
     pytest.skip("PostgreSQL not configured (set DATAPOORT_TEST_POSTGRES_URL to run this test on it)")
 
 
-def postgres_schema_url(base_url: str, schema: str) -> str:
+def _schema_url(base_url: str, schema: str) -> str:
     url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
     return url.render_as_string(hide_password=False)
 
@@ -50,7 +50,23 @@ def state_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield postgres_schema_url(base, schema)
+        yield _schema_url(base, schema)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_schema_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for tests that are about PostgreSQL itself (e.g. as a data source)."""
+    base = _postgres_or_skip()
+    schema = f"dp_src_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _schema_url(base, schema)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

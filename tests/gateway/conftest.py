@@ -1,0 +1,61 @@
+"""The gateway's HTTP fixture: a migrated state database, the demo principals, and a running app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, text
+
+from audit.models import AuditEvent
+from gateway.app import create_app
+from gateway.db import create_state_engine, session_factory
+from gateway.demo import setup
+from gateway.migrate import upgrade
+from gateway.settings import Settings
+from policies.models import BudgetSpend
+
+DEMO_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"
+
+
+@dataclass
+class Api:
+    client: TestClient
+    keys: dict[str, str]
+    settings: Settings
+    demo_dir: Path
+
+    def query(self, key: str | None, body: dict[str, Any], **headers: str) -> Any:
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return self.client.post("/v1/query", json=body, headers=headers)
+
+    def events(self) -> list[AuditEvent]:
+        with self.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+            return list(session.scalars(select(AuditEvent).order_by(AuditEvent.sequence)))
+
+    def spends(self) -> int:
+        with self.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+            return int(session.scalar(select(func.count()).select_from(BudgetSpend)) or 0)
+
+    def execute(self, sql: str) -> None:
+        with self.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+            session.execute(text(sql))
+            session.commit()
+
+
+@pytest.fixture
+def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
+    settings = Settings(
+        data_dir=tmp_path, database_url=state_db_url, catalog=demo_dir / "catalog.yaml", instance="test"
+    )
+    engine = create_state_engine(state_db_url)
+    upgrade(engine)
+    keys = setup.provision(session_factory(engine), tmp_path, instance="test")
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        yield Api(client=client, keys=keys, settings=settings, demo_dir=demo_dir)
