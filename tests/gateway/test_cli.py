@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,76 @@ def test_data_dir_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("DATAPOORT_DATA_DIR", str(tmp_path / "from-env"))
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     assert (tmp_path / "from-env" / "state.db").is_file()
+
+
+@pytest.fixture
+def running_gateway(demo_data_dir: Path) -> Iterator[str]:
+    """The demo gateway served by uvicorn on a free loopback port, for the CLI client to talk to."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(_env_file=None, data_dir=demo_data_dir, port=port)  # type: ignore[call-arg]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_query_prints_a_table_with_its_privacy(
+    running_gateway: str, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = json.loads((demo_data_dir / "demo-keys.json").read_text())
+    monkeypatch.setenv("DATAPOORT_API_KEY", keys["analyst"])
+    sql = "SELECT wijk, COUNT(*) AS n, AVG(income) AS gem FROM residents GROUP BY wijk"
+    result = runner.invoke(app, ["query", "--url", running_gateway, "--purpose", "beleidsinformatie", "--sql", sql])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["wijk", "n", "gem"]
+    assert sum(line.strip().startswith("WK9999") for line in lines) == 10
+    assert "epsilon spent 0.5" in result.output
+    assert "n: discrete_laplace, ±" in result.output
+
+
+def test_query_estimates_and_reports_refusals(
+    running_gateway: str, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    keys = json.loads((demo_data_dir / "demo-keys.json").read_text())
+    monkeypatch.setenv("DATAPOORT_API_KEY", keys["analyst"])
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"dataset": "residents", "aggregates": [{"function": "count"}]}))
+    base = ["query", "--url", running_gateway, "--purpose", "beleidsinformatie"]
+    estimate = runner.invoke(app, [*base, "--plan", str(plan), "--accuracy", "20", "--estimate"])
+    assert estimate.exit_code == 0, estimate.output
+    assert "affordable: True" in estimate.output
+    as_json = runner.invoke(app, [*base, "--plan", str(plan), "--json"])
+    assert json.loads(as_json.output)["columns"] == ["count"]
+    refused = runner.invoke(app, [*base, "--sql", "SELECT * FROM residents"])
+    assert refused.exit_code == 1
+    assert json.loads(refused.output)["error"] == "query_not_supported"
+    monkeypatch.setenv("DATAPOORT_API_KEY", keys["partner"])
+    denied = runner.invoke(app, [*base, "--sql", "SELECT COUNT(*) FROM residents"])
+    assert denied.exit_code == 1
+    assert json.loads(denied.output)["error"] == "policy_denied"
+
+
+def test_query_needs_a_key_and_one_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATAPOORT_API_KEY", raising=False)
+    assert runner.invoke(app, ["query", "--purpose", "p", "--sql", "SELECT 1"]).exit_code == 2
+    monkeypatch.setenv("DATAPOORT_API_KEY", "dpk_x")
+    assert runner.invoke(app, ["query", "--purpose", "p"]).exit_code == 2
+    unreachable = runner.invoke(app, ["query", "--purpose", "p", "--sql", "SELECT 1", "--url", "http://127.0.0.1:9"])
+    assert unreachable.exit_code == 3
