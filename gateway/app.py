@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.audit_trail import AuditContext, new_traceparent
 from gateway.catalog import load_catalog
 from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
+from gateway.middleware import RequestContextMiddleware
 from gateway.routers import catalog, health, query
 from gateway.settings import Settings
 from gateway.sources import Sources
 from gateway.state import GatewayState
 from policies.enforcer import PolicyEngine
-
-AUDITED_PREFIX = "/v1"
 
 
 def build_state(settings: Settings) -> GatewayState:
@@ -41,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
+        for name, dataset in state.catalog.datasets.items():
+            state.sources.needs_bounding(name, dataset)  # check each file once, before the first query
         app.state.gateway = state
         app.state.sessions = state.sessions
         try:
@@ -56,23 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def audit_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        traceparent = new_traceparent(request.headers.get("traceparent"))
-        request_id = secrets.token_hex(16)
-        if request.url.path.startswith(AUDITED_PREFIX):
-            request.state.audit = AuditContext.start(
-                request_id=request_id,
-                traceparent=traceparent,
-                client_address=request.client.host if request.client else None,
-                instance=settings.instance,
-                action=f"{request.method} {request.url.path}"[:64],
-            )
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request_id
-        response.headers["traceparent"] = traceparent
-        return response
-
+    app.add_middleware(RequestContextMiddleware, instance=settings.instance)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(query.router)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audit import service as audit_service
 from audit.exceptions import AuditUnavailable
+from policies import service as policy_service
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -41,6 +42,8 @@ class AuditContext:
 
     event: audit_service.EventDraft
     written: bool = False
+    key_id: str | None = None
+    """The API key the request authenticated with; its last-used time is written with the event."""
 
     @classmethod
     def start(
@@ -89,6 +92,8 @@ class AuditContext:
 def commit_with_event(session: Session, context: AuditContext, draft: audit_service.EventDraft) -> None:
     """Append the event to the request's transaction and commit both; fail closed on any error."""
     try:
+        if context.key_id is not None:
+            policy_service.record_key_use(session, context.key_id, draft.occurred_at)
         audit_service.append_event(session, draft)
         session.commit()
     except SQLAlchemyError as exc:

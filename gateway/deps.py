@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,28 +16,31 @@ from policies import service as policy_service
 from policies.exceptions import AuthenticationFailed
 
 
-def get_state(request: Request) -> GatewayState:
+# The trivial dependencies are async so FastAPI runs them inline rather than in the thread pool.
+async def get_state(request: Request) -> GatewayState:
     state: GatewayState = request.app.state.gateway
     return state
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request. Whatever the route has not committed is rolled back on the way out."""
-    with get_state(request).sessions() as session:
+    state: GatewayState = request.app.state.gateway
+    with state.sessions() as session:
         yield session
 
 
-def get_audit_context(request: Request) -> AuditContext:
+async def get_audit_context(request: Request) -> AuditContext:
     context: AuditContext = request.state.audit
     return context
 
 
-def audited_as(action: str) -> Callable[[Request], None]:
+def audited_as(action: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
     """A route dependency naming the action its audit events record. Listed in the route decorator, it
     runs before authentication, so a request refused at the door is recorded under the right action."""
 
-    def name_action(request: Request) -> None:
-        get_audit_context(request).event.action = action
+    async def name_action(request: Request) -> None:
+        context: AuditContext = request.state.audit
+        context.event.action = action
 
     return name_action
 
@@ -53,10 +56,12 @@ def current_principal(
     if credentials is None:
         raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
     principal = policy_service.authenticate_key(session, credentials.credentials, now=datetime.now(UTC))
-    context = get_audit_context(request)
+    context: AuditContext = request.state.audit
+    context.key_id = principal.key_id
     context.event.principal_id = principal.id
     context.event.organisation = principal.organisation
-    context.event.roles = ",".join(get_state(request).policy_engine.role_names(principal.id, principal.organisation))
+    state: GatewayState = request.app.state.gateway
+    context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
     return principal
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.catalog import DatasetSpec
 from gateway.exceptions import CatalogError, SourceUnavailable
+from gateway.query.compile import contributions_sql
 
 logger = logging.getLogger("datapoort.sources")
 
@@ -110,6 +111,35 @@ class Sources:
         self.duckdb = DuckDBSource()
         self._postgres: dict[str, PostgresSource] = {}
         self._lock = threading.Lock()
+        self._within_bounds: dict[str, tuple[tuple[str, int, int], bool]] = {}
+
+    def needs_bounding(self, name: str, dataset: DatasetSpec) -> bool:
+        """Whether the source may hold a unit with more than ``max_contributions`` rows.
+
+        A file is checked once per version (path, modification time, size); a database table can change
+        between any two queries, so it is always bounded. Skipping the bounding step where it would
+        remove nothing changes no answer. What it can change is a query's running time, which tells
+        whether the file as a whole holds such a unit: one bit about the file, fixed until it changes,
+        that the operator declared anyway by setting ``max_contributions``.
+        """
+        if dataset.source.kind == "postgresql" or dataset.source.path is None:
+            return True
+        try:
+            status = os.stat(dataset.source.path)
+        except OSError:
+            return True  # the query itself will report the missing file
+        fingerprint = (dataset.source.path, status.st_mtime_ns, status.st_size)
+        cached = self._within_bounds.get(name)
+        if cached is not None and cached[0] == fingerprint:
+            return not cached[1]
+        try:
+            most = int(self.duckdb.fetch_all(contributions_sql(dataset))[0][0])
+        except SourceUnavailable:
+            return True
+        within = most <= dataset.max_contributions
+        with self._lock:
+            self._within_bounds[name] = (fingerprint, within)
+        return not within
 
     def _postgres_for(self, dataset: DatasetSpec) -> PostgresSource:
         variable = dataset.source.url_env or ""

@@ -109,7 +109,7 @@ def issue_key(
 
 
 def authenticate_key(session: Session, token: str, *, now: datetime) -> AuthenticatedPrincipal:
-    """Resolve a presented API key to its principal and record its use.
+    """Resolve a presented API key to its principal (see ``record_key_use`` for its last-used time).
 
     Unknown, malformed, wrong, expired and revoked keys all fail the same way, so a caller learns nothing
     about which keys exist.
@@ -127,10 +127,15 @@ def authenticate_key(session: Session, token: str, *, now: datetime) -> Authenti
     principal = session.get(Principal, key.principal_id)
     if principal is None or principal.disabled_at is not None:
         raise AuthenticationFailed("the API key is not valid")
-    session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
     return AuthenticatedPrincipal(
         id=principal.id, organisation=principal.organisation, kind=principal.kind, key_id=key.id
     )
+
+
+def record_key_use(session: Session, key_id: str, now: datetime) -> None:
+    """Note when a key was last used, in the caller's transaction (the one that writes the request's
+    audit event, so reading keys and grants stays a read-only transaction)."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
 
 
 def assign_role(session: Session, *, principal_id: str, role: str, domain: str) -> None:

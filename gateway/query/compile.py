@@ -9,9 +9,9 @@ The statement does everything that needs raw rows, so no row ever reaches Python
 1. filter with the plan's condition;
 2. bound contributions: keep at most ``max_contributions`` rows per privacy unit, picked uniformly at
    random (``row_number() OVER (PARTITION BY unit ORDER BY random())``), never by a data-dependent order;
-3. keep only rows whose group values are public keys (so the released key set does not depend on data);
-4. group and compute the exact integer statistics of ``statistics.py`` (and, for a quantile, group by
-   the value's bucket on the public candidate grid as well).
+3. group and compute the exact integer statistics of ``statistics.py`` (and, for a quantile, group by
+   the value's bucket on the public candidate grid as well);
+4. keep only groups whose keys are public (so the released key set does not depend on the data).
 """
 
 from __future__ import annotations
@@ -103,8 +103,14 @@ def _bucket_sql(grid: QuantileGrid, dialect: str) -> str:
     return f"CAST(ceil(({clamped} - {_number(grid.lower)}) / {grid.step!r}) AS BIGINT)"
 
 
-def compile_statistics(plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[AggregatePlan, ...]) -> CompiledQuery:
-    """One statement computing every statistic per group (and per quantile bucket, if any)."""
+def compile_statistics(
+    plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[AggregatePlan, ...], *, bound_contributions: bool = True
+) -> CompiledQuery:
+    """One statement computing every statistic per group (and per quantile bucket, if any).
+
+    ``bound_contributions=False`` leaves out step 2, for a source known to hold no unit with more than
+    ``max_contributions`` rows (see ``Sources.needs_bounding``): there the step removes nothing, so the
+    statistics, and everything released from them, are the same with or without it."""
     dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
     statistics = distinct_statistics(aggregates)
     grid = quantile_grid(aggregates)
@@ -124,37 +130,61 @@ def compile_statistics(plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[
     if plan.where is not None:
         row_filters.append(f"({_quoted_condition(plan.where, dialect)})")
 
-    group_filters = []
-    for name in plan.group_by:
-        keys = dataset.columns[name].keys or ()
-        keys_sql = ", ".join(_string(key, dialect) for key in keys)
-        group_filters.append(f"CAST({_ident(name, dialect)} AS VARCHAR) IN ({keys_sql})")
     outputs = [f"CAST({_ident(name, dialect)} AS VARCHAR) AS {_ident(name, dialect)}" for name in plan.group_by]
     if grid is not None:
         outputs.append(f"{_bucket_sql(grid, dialect)} AS {BUCKET}")
     outputs += [f"{_statistic_sql(statistic, dialect)} AS __s{index}" for index, statistic in enumerate(statistics)]
     positions = len(plan.group_by) + (1 if grid is not None else 0)
-    group_clause = f"\nGROUP BY {', '.join(str(index + 1) for index in range(positions))}" if positions else ""
-    outer_where = " AND ".join([f"{_ROW_NUMBER} <= {dataset.max_contributions}", *group_filters])
-    # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
-    sql = (
-        "WITH typed AS (\n"
-        f"    SELECT {typed}\n"
-        f"    FROM {_source_relation(dataset, dialect)}\n"
-        "), shuffled AS (\n"
-        f"    SELECT *, random() AS {_SHUFFLE}\n"
-        "    FROM typed\n"
-        f"    WHERE {' AND '.join(row_filters)}\n"
-        "), bounded AS (\n"
-        f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
-        "    FROM shuffled\n"
-        ")\n"
-        f"SELECT {', '.join(outputs)}\n"
-        "FROM bounded\n"
-        f"WHERE {outer_where}"
-        f"{group_clause}"
+    group_clause = f"\n    GROUP BY {', '.join(str(index + 1) for index in range(positions))}" if positions else ""
+
+    ctes = [f"typed AS (\n    SELECT {typed}\n    FROM {_source_relation(dataset, dialect)}\n)"]
+    if bound_contributions:
+        # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
+        ctes.append(
+            f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM typed\n"
+            f"    WHERE {' AND '.join(row_filters)}\n)"
+        )
+        ctes.append(
+            "bounded AS (\n"
+            f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
+            "    FROM shuffled\n)"
+        )
+        rows, row_where = "bounded", f"{_ROW_NUMBER} <= {dataset.max_contributions}"
+    else:
+        rows, row_where = "typed", " AND ".join(row_filters)
+    ctes.append(
+        f"grouped AS (\n    SELECT {', '.join(outputs)}\n    FROM {rows}\n    WHERE {row_where}{group_clause}\n)"
     )
+    sql = "WITH " + ", ".join(ctes) + "\nSELECT grouped.* FROM grouped" + _public_keys_only(plan, dataset, dialect)
     return CompiledQuery(sql=sql, group_width=len(plan.group_by), statistics=statistics, grid=grid)
+
+
+def _public_keys_only(plan: QueryPlan, dataset: DatasetSpec, dialect: str) -> str:
+    """Keep only groups whose keys are public. Applied to the grouped rows, not to every source row: the
+    groups kept are the same either way (bounding has already happened), and DuckDB does it far faster
+    as a semi-join on a handful of groups than as an IN test on millions of rows."""
+    clauses = []
+    for index, name in enumerate(plan.group_by):
+        keys = dataset.columns[name].keys or ()
+        column = f"grouped.{_ident(name, dialect)}"
+        if dialect == "duckdb":
+            values = ", ".join(f"({_string(key, dialect)})" for key in keys)
+            clauses.append(f"\nSEMI JOIN (VALUES {values}) AS __k{index}(v) ON {column} = __k{index}.v")
+        else:
+            clauses.append(f"{column} IN ({', '.join(_string(key, dialect) for key in keys)})")
+    if dialect == "duckdb" or not clauses:
+        return "".join(clauses)
+    return "\nWHERE " + " AND ".join(clauses)
+
+
+def contributions_sql(dataset: DatasetSpec) -> str:
+    """The most rows any one privacy unit has in a file source (rows without a unit do not count)."""
+    unit = _ident(dataset.privacy_unit, "duckdb")
+    unit_type = _SQL_TYPES[dataset.columns[dataset.privacy_unit].type]
+    return (
+        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM (SELECT TRY_CAST({unit} AS {unit_type}) AS u "
+        f"FROM {_source_relation(dataset, 'duckdb')}) WHERE u IS NOT NULL GROUP BY u)"
+    )
 
 
 def _condition_columns(condition: exp.Expression | None) -> set[str]:

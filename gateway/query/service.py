@@ -107,6 +107,7 @@ def prepare(
     now: datetime,
     accuracy: AccuracyTarget | None = None,
     check_budget: bool = True,
+    sources: Sources | None = None,
 ) -> PreparedQuery:
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
     grant = policy_service.authorize(
@@ -148,7 +149,13 @@ def prepare(
         plan=plan,
         dataset=dataset,
         grant=grant,
-        compiled=compile_statistics(plan, dataset, aggregate_plans),
+        compiled=compile_statistics(
+            plan,
+            dataset,
+            aggregate_plans,
+            # Asked only now, after authorisation: an unauthorised caller learns nothing, not even timing.
+            bound_contributions=sources is None or sources.needs_bounding(plan.dataset, dataset),
+        ),
         mechanisms=mechanisms,
         group_keys=group_keys,
         confidence=confidence,

@@ -100,6 +100,7 @@ def _prepare(
         ),
         now=audit.started_at,
         check_budget=check_budget,
+        sources=state.sources,
     )
     audit.event.legal_basis = prepared.grant.legal_basis
     return prepared

@@ -313,6 +313,20 @@ def test_a_state_database_failure_is_a_503(api: Api, monkeypatch: pytest.MonkeyP
     assert api.events()[-1].reason == "state_unavailable"
 
 
+def test_a_request_records_when_its_key_was_last_used(api: Api) -> None:
+    from policies.api_keys import parse_key
+    from policies.models import ApiKey
+
+    api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL})
+    parsed = parse_key(api.keys["analyst"])
+    assert parsed is not None
+    request_time = api.events()[-1].occurred_at
+    with api.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+        key = session.get(ApiKey, parsed.key_id)
+        assert key is not None
+        assert key.last_used_at == request_time
+
+
 def test_health_and_docs(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok", "datasets": 5}
     assert api.client.get("/docs").status_code == 200

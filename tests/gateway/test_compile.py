@@ -85,7 +85,7 @@ def test_the_statement_is_a_single_select_without_raw_rows(visits) -> None:  # t
     sql = _compile(visits, "SELECT wijk, COUNT(*) FROM visits WHERE age > 1 GROUP BY wijk").sql
     assert sql.count(";") == 0
     assert 'PARTITION BY "person"' in sql
-    assert "IN ('A', 'B')" in sql
+    assert "SEMI JOIN (VALUES ('A'), ('B'))" in sql
     assert "GROUP BY" in sql
 
 
@@ -186,3 +186,26 @@ def test_quantiles_group_by_their_bucket_on_the_public_grid(tmp_path: Path) -> N
     rows = DuckDBSource().fetch_all(compiled.sql)
     # (wijk, bucket, count(amount)): 10.5 and 20.25 fall in bucket 3 (candidates 0, 5, 10, 15 ...).
     assert sorted(rows) == [("A", 3, 1), ("A", 5, 1), ("B", 200, 1)]
+
+
+def test_bounding_is_skipped_only_where_it_would_remove_nothing(tmp_path: Path) -> None:
+    from gateway.sources import Sources
+
+    sources = Sources()
+    within = _payments(tmp_path / "within", ["p4,B,1.0", "p4,B,2.0"])  # p4 has 2 rows, max is 3
+    beyond = _payments(tmp_path / "beyond", ["p4,B,1.0"] * 4)
+    assert not sources.needs_bounding("within", within)
+    assert sources.needs_bounding("beyond", beyond)
+    sql = "SELECT wijk, COUNT(*), SUM(amount), MEDIAN(amount) FROM payments GROUP BY wijk"
+    plan = parse_sql(sql)
+    statistics = plan_statistics(plan, within)
+    bounded = compile_statistics(plan, within, statistics, bound_contributions=True)
+    unbounded = compile_statistics(plan, within, statistics, bound_contributions=False)
+    assert "row_number" not in unbounded.sql
+    assert sorted(sources.fetch_all("within", within, bounded.sql)) == sorted(
+        sources.fetch_all("within", within, unbounded.sql)
+    )
+    # A new version of the file is checked again.
+    (tmp_path / "within" / "payments.csv").write_text("person,wijk,amount\n" + "p9,A,1\n" * 5)
+    assert sources.needs_bounding("within", within)
+    sources.close()

@@ -205,7 +205,8 @@ def test_a_used_key_records_when(seeded: tuple[sessionmaker[Session], PolicyEngi
     from policies.api_keys import parse_key
 
     with sessions() as session:
-        service.authenticate_key(session, tokens["ana"], now=NOW)
+        principal = service.authenticate_key(session, tokens["ana"], now=NOW)
+        service.record_key_use(session, principal.key_id, NOW)
         session.commit()
         parsed = parse_key(tokens["ana"])
         assert parsed is not None

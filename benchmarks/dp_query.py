@@ -1,0 +1,227 @@
+"""The DP query engine on the demo gemeente, beside raw DuckDB on the equivalent non-private queries.
+
+For five representative queries this measures, in one run:
+
+* the in-process engine time: parse, check against the catalog, plan the statistics, build the OpenDP
+  mechanisms, compile, run the pushed-down statement, release (no HTTP, no state database);
+* the raw DuckDB time of the same question without privacy;
+* the HTTP end-to-end time through a served gateway (authentication, casbin, budget, audit, commit);
+* peak RSS after running on a small and on the full data set, to show memory does not grow with rows.
+
+    python benchmarks/dp_query.py [--quick] [--residents N] [--runs N] [--json PATH]
+
+Targets (issue 5): engine <= 1.5 x raw DuckDB + 3 ms; HTTP end to end <= 25 ms median for count per wijk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import uvicorn
+
+from gateway.app import create_app
+from gateway.catalog import load_catalog
+from gateway.query import service as query_service
+from gateway.query.compile import compile_statistics
+from gateway.query.release import build_mechanisms, even_split
+from gateway.query.statistics import plan_statistics
+from gateway.query.validate import validate_plan
+from gateway.settings import Settings
+from gateway.sources import Sources
+from policies.models import Grant
+
+EPSILON = 1.0
+# (name, DP query, the equivalent non-private DuckDB query over {residents})
+QUERIES = [
+    ("count_per_wijk", "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk",
+     "SELECT wijk, count(*) FROM {residents} GROUP BY wijk"),
+    ("mean_income_per_wijk", "SELECT wijk, AVG(income) FROM residents GROUP BY wijk",
+     "SELECT wijk, avg(income) FROM {residents} GROUP BY wijk"),
+    ("median_income", "SELECT MEDIAN(income) FROM residents",
+     "SELECT median(income) FROM {residents}"),
+    ("household_histogram", "SELECT household_type, COUNT(*) FROM residents GROUP BY household_type",
+     "SELECT household_type, count(*) FROM {residents} GROUP BY household_type"),
+    ("filtered_sum", "SELECT SUM(income) FROM residents WHERE birth_year BETWEEN 1960 AND 1990 AND sex = 'V'",
+     "SELECT sum(income) FROM {residents} WHERE birth_year BETWEEN 1960 AND 1990 AND sex = 'V'"),
+]  # fmt: skip
+
+
+def _median_ms(function: Callable[[], object], runs: int) -> float:
+    function()  # warm: file metadata, plans, pages
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+def _build(data_dir: Path, residents: int) -> None:
+    """The demo data is built in a child process, so its memory does not count towards this one's RSS."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--residents",
+            str(residents),
+            "--no-serve",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _engine(catalog_path: Path, sources: Sources, sql: str) -> Callable[[], object]:
+    catalog = load_catalog(catalog_path)
+    grant = Grant(budget_period="month", epsilon_per_period=1e9, legal_basis="public_task")
+
+    def run() -> object:
+        plan, dataset = query_service.plan_query(sql, catalog)
+        validate_plan(plan, dataset)
+        plans = plan_statistics(plan, dataset)
+        mechanisms = build_mechanisms(
+            plans, epsilons=even_split(plans, EPSILON), max_contributions=dataset.max_contributions, confidence=0.95
+        )
+        compiled = compile_statistics(
+            plan, dataset, plans, bound_contributions=sources.needs_bounding(plan.dataset, dataset)
+        )
+        import itertools
+
+        prepared = query_service.PreparedQuery(
+            plan=plan,
+            dataset=dataset,
+            grant=grant,
+            compiled=compiled,
+            mechanisms=mechanisms,
+            group_keys=tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by))),
+        )
+        return query_service.execute(prepared, sources)
+
+    return run
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _http_ms(data_dir: Path, runs: int) -> dict[str, float]:
+    keys = json.loads((data_dir / "demo-keys.json").read_text())
+    settings = Settings(_env_file=None, data_dir=data_dir, port=_free_port(), max_query_epsilon=2.0)  # type: ignore[call-arg]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    figures = {}
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{settings.port}", headers={"Authorization": f"Bearer {keys['analyst']}"}
+        ) as client:
+            for name, sql, _ in QUERIES:
+                # The demo grant allows 10 epsilon a month: a small epsilon keeps the benchmark within it.
+                body = {"purpose": "beleidsinformatie", "sql": sql, "epsilon": 1.5 / (len(QUERIES) * (runs + 1))}
+
+                def ask(body: dict[str, Any] = body) -> None:
+                    client.post("/v1/query", json=body).raise_for_status()
+
+                figures[name] = _median_ms(ask, runs)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return figures
+
+
+def run(residents: int, runs: int, small: int) -> dict[str, Any]:
+    figures: dict[str, Any] = {"benchmark": "dp_query", "residents": residents, "runs": runs}
+    with tempfile.TemporaryDirectory() as temporary:
+        small_dir, full_dir = Path(temporary) / "small", Path(temporary) / "full"
+        _build(small_dir, small)
+        _build(full_dir, residents)
+        sources = Sources()
+        for _, sql, _ in QUERIES:
+            _median_ms(_engine(small_dir / "catalog.yaml", sources, sql), 3)
+        figures["peak_rss_small_mb"] = _peak_rss_mb()
+
+        raw = duckdb.connect()
+        residents_file = f"read_parquet('{full_dir / 'residents.parquet'}')"
+        for name, sql, raw_sql in QUERIES:
+            engine_ms = _median_ms(_engine(full_dir / "catalog.yaml", sources, sql), runs)
+            raw_ms = _median_ms(
+                lambda raw_sql=raw_sql: raw.execute(raw_sql.format(residents=residents_file)).fetchall(), runs
+            )
+            figures[f"{name}_engine_ms"] = engine_ms
+            figures[f"{name}_raw_duckdb_ms"] = raw_ms
+            figures[f"{name}_engine_over_raw_ratio"] = engine_ms / raw_ms
+            figures[f"{name}_target_ms"] = 1.5 * raw_ms + 3
+        figures["peak_rss_full_mb"] = _peak_rss_mb()
+        sources.close()
+        for name, http_ms in _http_ms(full_dir, runs).items():
+            figures[f"{name}_http_ms"] = http_ms
+        figures["peak_rss_after_http_mb"] = _peak_rss_mb()
+    return figures
+
+
+def _table(figures: dict[str, Any]) -> str:
+    lines = [
+        f"DP query engine on {figures['residents']:,} residents, median of {figures['runs']} runs (ms)",
+        f"{'query':<22}{'engine':>9}{'raw duckdb':>12}{'ratio':>8}{'target':>9}{'http e2e':>10}",
+    ]
+    for name, _, _ in QUERIES:
+        lines.append(
+            f"{name:<22}{figures[f'{name}_engine_ms']:>9.2f}{figures[f'{name}_raw_duckdb_ms']:>12.2f}"
+            f"{figures[f'{name}_engine_over_raw_ratio']:>8.2f}{figures[f'{name}_target_ms']:>9.2f}"
+            f"{figures[f'{name}_http_ms']:>10.2f}"
+        )
+    lines.append(
+        f"peak RSS: {figures['peak_rss_small_mb']:.0f} MB after the small data set, "
+        f"{figures['peak_rss_full_mb']:.0f} MB after the full one, "
+        f"{figures['peak_rss_after_http_mb']:.0f} MB after HTTP"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100,000 residents and 15 runs (under a minute)")
+    parser.add_argument("--residents", type=int, default=None, help="default 1,000,000")
+    parser.add_argument("--runs", type=int, default=None, help="default 50")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as a flat JSON object")
+    arguments = parser.parse_args()
+    residents = arguments.residents or (100_000 if arguments.quick else 1_000_000)
+    runs = arguments.runs or (15 if arguments.quick else 50)
+    figures = run(residents, runs, small=min(20_000, residents))
+    print(_table(figures))
+    if arguments.json is not None:
+        arguments.json.parent.mkdir(parents=True, exist_ok=True)
+        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {arguments.json}")
+
+
+if __name__ == "__main__":
+    main()

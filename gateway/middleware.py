@@ -1,0 +1,48 @@
+"""Request identity for every call: a request id, W3C trace context, and (under /v1) the audit context.
+
+A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``: it adds two headers and one
+object to the scope, and is not worth the extra task and stream copy per request.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.audit_trail import AuditContext, new_traceparent
+
+AUDITED_PREFIX = "/v1"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, instance: str) -> None:
+        self.app = app
+        self.instance = instance
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        traceparent = new_traceparent(Headers(scope=scope).get("traceparent"))
+        request_id = secrets.token_hex(16)
+        path: str = scope["path"]
+        if path.startswith(AUDITED_PREFIX):
+            client = scope.get("client")
+            scope.setdefault("state", {})["audit"] = AuditContext.start(
+                request_id=request_id,
+                traceparent=traceparent,
+                client_address=client[0] if client else None,
+                instance=self.instance,
+                action=f"{scope['method']} {path}"[:64],
+            )
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers["traceparent"] = traceparent
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
