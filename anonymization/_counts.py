@@ -21,8 +21,8 @@ from anonymization.errors import InvalidPrivacyParameter
 dp.enable_features("contrib")
 
 MECHANISM_DISCRETE_LAPLACE = "discrete_laplace"
-# Beyond this the noise dwarfs any count an i64 can hold; such an epsilon is a mistake, not a request.
-_MAX_SCALE = 1e12
+# Beyond this the noise (drawn as i64) would approach the 9.2e18 limit; such an epsilon is a mistake.
+_MAX_SCALE = 1e15
 _MAX_NUDGES = 64
 
 
