@@ -28,7 +28,10 @@ def build_state(settings: Settings) -> GatewayState:
         sessions=sessions,
         policy_engine=PolicyEngine(sessions),
         catalog=load_catalog(settings.catalog_path),
-        sources=Sources(),
+        sources=Sources(
+            duckdb_memory_limit=settings.duckdb_memory_limit,
+            duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),
+        ),
     )
 
 

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     default_query_epsilon: float = Field(default=0.5, gt=0, description="Epsilon a query costs when it names none.")
     max_query_epsilon: float = Field(default=2.0, gt=0, description="The most a single query may spend.")
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
+    duckdb_memory_limit: str = Field(
+        default="256MB",
+        pattern=r"^[0-9]+(\.[0-9]+)?\s?(KB|MB|GB|KiB|MiB|GiB)$",
+        description="Beyond this DuckDB spills.",
+    )
 
     @field_validator("audit_signing_key_path", "pseudonym_key_path")
     @classmethod

@@ -34,13 +34,21 @@ _COMPATIBLE: dict[str, tuple[type[sqltypes.TypeEngine[Any]], ...]] = {
 STATEMENT_TIMEOUT_MS = 60_000
 
 
-class DuckDBSource:
-    """One in-memory DuckDB per gateway process; each query runs on its own cursor."""
+DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
 
-    def __init__(self, *, threads: int | None = None) -> None:
+
+class DuckDBSource:
+    """One in-memory DuckDB per gateway process; each query runs on its own cursor.
+
+    Operators whose state grows with the number of privacy units (bounding contributions, checking a
+    file's contributions) spill to ``temp_directory`` beyond ``memory_limit``, so the gateway's memory
+    does not grow with the data."""
+
+    def __init__(self, *, memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT, temp_directory: str | None = None) -> None:
         self._connection = duckdb.connect(":memory:")
-        if threads is not None:
-            self._connection.execute(f"SET threads = {int(threads)}")
+        self._connection.execute("SET memory_limit = ?", [memory_limit])
+        if temp_directory is not None:
+            self._connection.execute("SET temp_directory = ?", [temp_directory])
         self._lock = threading.Lock()
 
     def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
@@ -107,8 +115,10 @@ class PostgresSource:
 class Sources:
     """Routes a dataset's compiled statement to the source that holds it."""
 
-    def __init__(self) -> None:
-        self.duckdb = DuckDBSource()
+    def __init__(
+        self, *, duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT, duckdb_temp_directory: str | None = None
+    ) -> None:
+        self.duckdb = DuckDBSource(memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory)
         self._postgres: dict[str, PostgresSource] = {}
         self._lock = threading.Lock()
         self._within_bounds: dict[str, tuple[tuple[str, int, int], bool]] = {}
