@@ -36,9 +36,6 @@ import uvicorn
 from gateway.app import create_app
 from gateway.catalog import load_catalog
 from gateway.query import service as query_service
-from gateway.query.compile import compile_statistics
-from gateway.query.release import build_mechanisms, even_split
-from gateway.query.statistics import plan_statistics
 from gateway.query.validate import validate_plan
 from gateway.settings import Settings
 from gateway.sources import Sources
@@ -90,28 +87,21 @@ def _build(data_dir: Path, residents: int) -> None:
 
 
 def _engine(catalog_path: Path, sources: Sources, sql: str) -> Callable[[], object]:
+    """The engine as the gateway runs it, minus authentication, the state database and HTTP."""
     catalog = load_catalog(catalog_path)
     grant = Grant(budget_period="month", epsilon_per_period=1e9, legal_basis="public_task")
+    limits = query_service.QueryLimits(default_epsilon=EPSILON, max_epsilon=EPSILON, max_groups=10_000)
 
     def run() -> object:
         plan, dataset = query_service.plan_query(sql, catalog)
         validate_plan(plan, dataset)
-        plans = plan_statistics(plan, dataset)
-        mechanisms = build_mechanisms(
-            plans, epsilons=even_split(plans, EPSILON), max_contributions=dataset.max_contributions, confidence=0.95
-        )
-        compiled = compile_statistics(
-            plan, dataset, plans, bound_contributions=sources.needs_bounding(plan.dataset, dataset)
-        )
-        import itertools
-
-        prepared = query_service.PreparedQuery(
-            plan=plan,
-            dataset=dataset,
-            grant=grant,
-            compiled=compiled,
-            mechanisms=mechanisms,
-            group_keys=tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by))),
+        prepared = query_service.build_release(
+            plan,
+            dataset,
+            grant,
+            epsilon=EPSILON,
+            limits=limits,
+            bound_contributions=sources.needs_bounding(plan.dataset, dataset),
         )
         return query_service.execute(prepared, sources)
 

@@ -114,14 +114,41 @@ def prepare(
         session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now
     )
     validate_plan(plan, dataset)
-    aggregate_plans = plan_statistics(plan, dataset)
+    prepared = build_release(
+        plan,
+        dataset,
+        grant,
+        epsilon=epsilon,
+        accuracy=accuracy,
+        limits=limits,
+        # Asked only now, after authorisation: an unauthorised caller learns nothing, not even timing.
+        bound_contributions=sources is None or sources.needs_bounding(plan.dataset, dataset),
+    )
+    if check_budget:
+        budget_service.check_affordable(
+            session, grant, principal.id, plan.dataset, prepared.epsilon, now, dataset_cap(dataset)
+        )
+    return prepared
 
+
+def build_release(
+    plan: QueryPlan,
+    dataset: DatasetSpec,
+    grant: Grant,
+    *,
+    epsilon: float | None,
+    limits: QueryLimits,
+    accuracy: AccuracyTarget | None = None,
+    bound_contributions: bool = True,
+) -> PreparedQuery:
+    """Everything a validated plan needs before the data is read: statistics, mechanisms (and so the
+    price), and the compiled statement. Touches neither the state database nor the source."""
+    aggregate_plans = plan_statistics(plan, dataset)
     group_keys = tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by)))
     if len(group_keys) > limits.max_groups:
         raise QueryNotSupported(
             f"the query would release {len(group_keys)} groups; at most {limits.max_groups} are allowed"
         )
-
     confidence = accuracy.confidence if accuracy is not None else CONFIDENCE
     try:
         if accuracy is not None:
@@ -145,26 +172,15 @@ def prepare(
         )
     except InvalidPrivacyParameter as exc:
         raise InvalidQuery(exc.message) from exc
-    prepared = PreparedQuery(
+    return PreparedQuery(
         plan=plan,
         dataset=dataset,
         grant=grant,
-        compiled=compile_statistics(
-            plan,
-            dataset,
-            aggregate_plans,
-            # Asked only now, after authorisation: an unauthorised caller learns nothing, not even timing.
-            bound_contributions=sources is None or sources.needs_bounding(plan.dataset, dataset),
-        ),
+        compiled=compile_statistics(plan, dataset, aggregate_plans, bound_contributions=bound_contributions),
         mechanisms=mechanisms,
         group_keys=group_keys,
         confidence=confidence,
     )
-    if check_budget:
-        budget_service.check_affordable(
-            session, grant, principal.id, plan.dataset, prepared.epsilon, now, dataset_cap(dataset)
-        )
-    return prepared
 
 
 def dataset_cap(dataset: DatasetSpec) -> budget_service.Allowance:
