@@ -58,13 +58,21 @@ QUERIES = [
 
 
 def _median_ms(function: Callable[[], object], runs: int) -> float:
-    function()  # warm: file metadata, plans, pages
-    timings = []
+    return _interleaved_medians([function], runs)[0]
+
+
+def _interleaved_medians(functions: list[Callable[[], object]], runs: int) -> list[float]:
+    """Median times of several functions, run in turn, so that a machine busy with something else slows
+    each of them alike and their ratio stays fair."""
+    for function in functions:
+        function()  # warm: file metadata, plans, pages
+    timings: list[list[float]] = [[] for _ in functions]
     for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        timings.append((time.perf_counter() - start) * 1000)
-    return statistics.median(timings)
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            timings[index].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(series) for series in timings]
 
 
 def _build(data_dir: Path, residents: int) -> None:
