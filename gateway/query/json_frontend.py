@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from sqlglot import exp
 
 from gateway.exceptions import InvalidQuery, QueryNotSupported
@@ -24,7 +24,11 @@ from gateway.query.plan import Aggregate, AggregateFunction, OutputColumn, Query
 from gateway.query.sql_frontend import ALIAS_PATTERN, MAX_LIMIT_DIGITS, check_condition
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
-Scalar = Annotated[str | bool | int | float | None, Field(union_mode="left_to_right")]
+# Strict, so that JSON 1 stays the integer 1 (a lax union would read it as true) and 1.5 stays a float.
+Scalar = Annotated[
+    StrictStr | StrictBool | StrictInt | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None,
+    Field(union_mode="left_to_right"),
+]
 
 
 class _Model(BaseModel):

@@ -104,6 +104,29 @@ def test_the_json_plan_answers_the_same_question_as_sql(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "sql"),
+    [
+        (1, "birth_year = 1"),
+        (0, "birth_year = 0"),
+        (-3, "birth_year = -3"),
+        (True, "birth_year = TRUE"),
+        ("a", "birth_year = 'a'"),
+    ],
+)
+def test_json_scalars_keep_their_type(value: object, sql: str) -> None:
+    from gateway.query.json_frontend import JsonPlan, plan_from_json
+
+    plan = JsonPlan.model_validate(
+        {
+            "dataset": "residents",
+            "aggregates": [{"function": "count"}],
+            "where": {"column": "birth_year", "op": "=", "value": value},
+        }
+    )
+    assert plan_from_json(plan).normalised().endswith(f"WHERE {sql}")
+
+
+@pytest.mark.parametrize(
     ("plan", "status", "error"),
     [
         ({"dataset": "residents", "aggregates": [{"function": "sum"}]}, 400, "query_not_supported"),
