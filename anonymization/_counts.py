@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import opendp.prelude as dp
 from opendp.accuracy import accuracy_to_discrete_laplacian_scale, discrete_laplacian_scale_to_accuracy
 
+from anonymization._calibration import calibrate, check_epsilon
 from anonymization.errors import InvalidPrivacyParameter
 
 # OpenDP gates its non-core constructors behind an explicit opt-in; the mechanisms used here
@@ -23,14 +24,10 @@ dp.enable_features("contrib")
 MECHANISM_DISCRETE_LAPLACE = "discrete_laplace"
 # Beyond this the noise (drawn as i64) would approach the 9.2e18 limit; such an epsilon is a mistake.
 _MAX_SCALE = 1e15
-_MAX_NUDGES = 64
 
 
 def _make_measurement(scale: float) -> dp.Measurement:
-    try:
-        return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale)
-    except dp.OpenDPException as exc:
-        raise InvalidPrivacyParameter(f"OpenDP refused the noise scale {scale!r}: {exc.message}") from exc
+    return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +36,6 @@ class NoisyCounts:
 
     values: tuple[int, ...]
     mechanism: CountMechanism
-
-
-def _check_epsilon(epsilon: float) -> None:
-    if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
-        raise InvalidPrivacyParameter(f"epsilon must be a finite number > 0, got {epsilon!r}")
 
 
 class CountMechanism:
@@ -60,22 +52,18 @@ class CountMechanism:
     """
 
     def __init__(self, *, l1_sensitivity: int, epsilon: float, confidence: float = 0.95) -> None:
-        _check_epsilon(epsilon)
+        check_epsilon(epsilon)
         if not isinstance(l1_sensitivity, int) or isinstance(l1_sensitivity, bool) or l1_sensitivity < 1:
             raise InvalidPrivacyParameter(f"l1_sensitivity must be an integer >= 1, got {l1_sensitivity!r}")
         if not 0 < confidence < 1:
             raise InvalidPrivacyParameter(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
-        scale = l1_sensitivity / epsilon
-        if not (math.isfinite(scale) and scale <= _MAX_SCALE):
-            raise InvalidPrivacyParameter(f"epsilon {epsilon!r} is too small: the noise scale would be {scale:g}")
-        for _ in range(_MAX_NUDGES):
-            measurement = _make_measurement(scale)
-            certified = float(measurement.map(l1_sensitivity))  # type: ignore[no-untyped-call]
-            if certified <= epsilon:
-                break
-            scale = math.nextafter(scale, math.inf)
-        else:  # pragma: no cover - the map is monotone in the scale; a few steps always suffice
-            raise InvalidPrivacyParameter(f"no scale certifies epsilon {epsilon!r}")
+        measurement, scale, certified = calibrate(
+            _make_measurement,
+            d_in=l1_sensitivity,
+            epsilon=epsilon,
+            scale=l1_sensitivity / epsilon,
+            max_scale=_MAX_SCALE,
+        )
         self.l1_sensitivity = l1_sensitivity
         self.scale = scale
         self.confidence = confidence

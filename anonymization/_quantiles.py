@@ -25,6 +25,7 @@ from typing import SupportsIndex
 
 import opendp.prelude as dp
 
+from anonymization._calibration import calibrate, check_epsilon
 from anonymization.errors import InvalidPrivacyParameter
 
 # The selection measurement is one of OpenDP's "contrib" constructors.
@@ -43,7 +44,6 @@ _MAX_SCORE = 2**64 - 1
 _RANGE_FACTOR = 2
 # Beyond this the noise dwarfs any score a u64 can hold; such an epsilon is a mistake, not a request.
 _MAX_SCALE = 1e12
-_MAX_NUDGES = 64
 
 
 def candidate_grid(lower: float, upper: float, count: int) -> tuple[float, ...]:
@@ -66,11 +66,6 @@ def candidate_grid(lower: float, upper: float, count: int) -> tuple[float, ...]:
     if any(a >= b for a, b in itertools.pairwise(grid)):
         raise InvalidPrivacyParameter(f"{count} candidates between {lower!r} and {upper!r} are not distinct floats")
     return grid
-
-
-def _check_epsilon(epsilon: float) -> None:
-    if isinstance(epsilon, bool) or not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
-        raise InvalidPrivacyParameter(f"epsilon must be a finite number > 0, got {epsilon!r}")
 
 
 def _check_candidates(candidates: Sequence[float]) -> tuple[float, ...]:
@@ -153,7 +148,7 @@ class QuantileMechanism:
         epsilon: float,
         confidence: float = 0.95,
     ) -> None:
-        _check_epsilon(epsilon)
+        check_epsilon(epsilon)
         if isinstance(max_contributions, bool) or not isinstance(max_contributions, int) or max_contributions < 1:
             raise InvalidPrivacyParameter(f"max_contributions must be an integer >= 1, got {max_contributions!r}")
         if isinstance(confidence, bool) or not (isinstance(confidence, int | float) and 0 < confidence < 1):
@@ -166,24 +161,13 @@ class QuantileMechanism:
             raise InvalidPrivacyParameter(
                 f"max_contributions {max_contributions!r} is too large: the score sensitivity overflows u64"
             )
-        scale = _RANGE_FACTOR * sensitivity / epsilon
-        if not (math.isfinite(scale) and 0 < scale <= _MAX_SCALE):
-            raise InvalidPrivacyParameter(f"epsilon {epsilon!r} is out of range: the noise scale would be {scale:g}")
-        try:
-            for _ in range(_MAX_NUDGES):
-                measurement = _make_measurement(len(values), scale)
-                certified = float(measurement.map(sensitivity))  # type: ignore[no-untyped-call]
-                if certified <= epsilon:
-                    break
-                scale = math.nextafter(scale, math.inf)
-            else:  # pragma: no cover - the map is monotone in the scale; a few steps always suffice
-                raise InvalidPrivacyParameter(f"no scale certifies epsilon {epsilon!r}")
-        except dp.OpenDPException as exc:
-            raise InvalidPrivacyParameter(
-                f"OpenDP refused the selection (scale {scale!r}, sensitivity {sensitivity}): {exc.message}"
-            ) from exc
-        except (TypeError, ValueError, OverflowError) as exc:  # arguments OpenDP's bindings cannot convert
-            raise InvalidPrivacyParameter(f"OpenDP could not take the selection's parameters: {exc}") from exc
+        measurement, scale, certified = calibrate(
+            lambda candidate_scale: _make_measurement(len(values), candidate_scale),
+            d_in=sensitivity,
+            epsilon=epsilon,
+            scale=_RANGE_FACTOR * sensitivity / epsilon,
+            max_scale=_MAX_SCALE,
+        )
 
         self.candidates: tuple[float, ...] = values
         self.alpha: float = float(fraction)

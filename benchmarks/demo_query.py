@@ -11,31 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
-import uvicorn
+from _harness import free_port, serving  # benchmarks/ is on sys.path when run as a script
 
-from gateway.app import create_app
 from gateway.db import create_state_engine, session_factory
 from gateway.demo import generator, setup
 from gateway.migrate import upgrade
 from gateway.settings import Settings
 
 DEMO_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -58,26 +49,17 @@ def run(residents: int, requests: int) -> dict[str, Any]:
         build_start = time.perf_counter()
         generator.generate(data_dir, residents=residents)
         build_s = time.perf_counter() - build_start
-        settings = Settings(_env_file=None, data_dir=data_dir, port=_free_port(), max_query_epsilon=2.0)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, data_dir=data_dir, port=free_port(), max_query_epsilon=2.0)  # type: ignore[call-arg]
         engine = create_state_engine(settings.state_database_url)
         upgrade(engine)
         keys = setup.provision(session_factory(engine), data_dir, instance="bench")
         engine.dispose()
 
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        try:
+        with serving(settings) as base_url:
             # The demo grant allows 10 epsilon a month; a tiny epsilon per request keeps the budget from
             # running out during the benchmark without changing the work done.
             body = {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 10.0 / (requests + 20)}
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{settings.port}", headers={"Authorization": f"Bearer {keys['analyst']}"}
-            ) as client:
+            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {keys['analyst']}"}) as client:
 
                 def ask() -> None:
                     response = client.post("/v1/query", json=body)
@@ -86,20 +68,14 @@ def run(residents: int, requests: int) -> dict[str, Any]:
                 _time_ms(ask, 5)  # warm-up: first DuckDB scan, casbin load, connection pool
                 gateway_ms = _time_ms(ask, requests)
 
-                denied = httpx.Client(base_url=client.base_url, headers={"Authorization": f"Bearer {keys['partner']}"})
+            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {keys['partner']}"}) as denied:
 
                 def refuse() -> None:
-                    if (
-                        denied.post("/v1/query", json={"purpose": "beleidsinformatie", "sql": DEMO_SQL}).status_code
-                        != 403
-                    ):
+                    refused = denied.post("/v1/query", json={"purpose": "beleidsinformatie", "sql": DEMO_SQL})
+                    if refused.status_code != 403:
                         raise RuntimeError("the partner should be refused")
 
                 denied_ms = _time_ms(refuse, max(10, requests // 4))
-                denied.close()
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
 
         connection = duckdb.connect()
         raw_sql = f"SELECT wijk, COUNT(*) FROM read_parquet('{data_dir / 'residents.parquet'}') GROUP BY wijk"  # noqa: S608

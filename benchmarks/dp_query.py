@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +29,8 @@ from typing import Any
 
 import duckdb
 import httpx
-import uvicorn
+from _harness import free_port, serving  # benchmarks/ is on sys.path when run as a script
 
-from gateway.app import create_app
 from gateway.catalog import load_catalog
 from gateway.query import service as query_service
 from gateway.query.validate import validate_plan
@@ -120,38 +117,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _http_ms(data_dir: Path, runs: int) -> dict[str, float]:
     keys = json.loads((data_dir / "demo-keys.json").read_text())
-    settings = Settings(_env_file=None, data_dir=data_dir, port=_free_port(), max_query_epsilon=2.0)  # type: ignore[call-arg]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    settings = Settings(_env_file=None, data_dir=data_dir, port=free_port(), max_query_epsilon=2.0)  # type: ignore[call-arg]
     figures = {}
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{settings.port}", headers={"Authorization": f"Bearer {keys['analyst']}"}
-        ) as client:
-            for name, sql, _ in QUERIES:
-                # The demo grant allows 10 epsilon a month: a small epsilon keeps the benchmark within it.
-                body = {"purpose": "beleidsinformatie", "sql": sql, "epsilon": 1.5 / (len(QUERIES) * (runs + 1))}
+    with (
+        serving(settings) as base_url,
+        httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {keys['analyst']}"}) as client,
+    ):
+        for name, sql, _ in QUERIES:
+            # The demo grant allows 10 epsilon a month: a small epsilon keeps the benchmark within it.
+            body = {"purpose": "beleidsinformatie", "sql": sql, "epsilon": 1.5 / (len(QUERIES) * (runs + 1))}
 
-                def ask(body: dict[str, Any] = body) -> None:
-                    client.post("/v1/query", json=body).raise_for_status()
+            def ask(body: dict[str, Any] = body) -> None:
+                client.post("/v1/query", json=body).raise_for_status()
 
-                figures[name] = _median_ms(ask, runs)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+            figures[name] = _median_ms(ask, runs)
     return figures
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,39 +39,37 @@ def _schema_url(base_url: str, schema: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+@contextmanager
+def _fresh_schema(prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own for one test, dropped afterwards; yields a URL that uses it."""
+    base = _postgres_or_skip()
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _schema_url(base, schema)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def state_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty state database: a fresh SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
-    base = _postgres_or_skip()
-    schema = f"dp_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _schema_url(base, schema)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with _fresh_schema("dp_test") as url:
+        yield url
 
 
 @pytest.fixture
 def postgres_schema_url() -> Iterator[str]:
     """A fresh PostgreSQL schema for tests that are about PostgreSQL itself (e.g. as a data source)."""
-    base = _postgres_or_skip()
-    schema = f"dp_src_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _schema_url(base, schema)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with _fresh_schema("dp_src") as url:
+        yield url
 
 
 @pytest.fixture
