@@ -53,6 +53,11 @@ class ColumnSpec(_Strict):
             if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper):
                 raise ValueError("lower must be below upper, both finite")
             scale = 1 if self.type == "integer" else 10**self.decimals
+            # Bounds on the fixed-point grid: the source's rounding (ties away from zero) and Python's
+            # (ties to even) then agree, so the sensitivity computed here is the one the source obeys.
+            for bound in (self.lower, self.upper):
+                if abs(bound * scale - round(bound * scale)) > 1e-9:
+                    raise ValueError(f"bound {bound} must be a multiple of 10**-decimals ({1 / scale:g})")
             if max(abs(self.lower), abs(self.upper)) * scale > _MAX_FIXED_POINT:
                 raise ValueError(f"bounds times 10**decimals must stay within ±{_MAX_FIXED_POINT:.0e}")
         if isinstance(self.public_keys, list) and len(set(self.public_keys)) != len(self.public_keys):

@@ -63,8 +63,11 @@ def _source_relation(dataset: DatasetSpec, dialect: str) -> str:
     source = dataset.source
     if source.kind == "postgresql":
         return ".".join(_ident(part, dialect) for part in (source.table or "").split("."))
-    reader = {"parquet": "read_parquet", "csv": "read_csv_auto"}[source.kind]
-    return f"{reader}({_string(source.path or '', dialect)})"
+    if source.kind == "csv":
+        # Every column as text: a type guessed from a sample would make the reader fail on a later row
+        # that does not fit, an error that depends on one row. TRY_CAST gives each column its type.
+        return f"read_csv({_string(source.path or '', dialect)}, all_varchar = true)"
+    return f"read_parquet({_string(source.path or '', dialect)})"
 
 
 def _quoted_condition(condition: exp.Expression, dialect: str) -> str:

@@ -73,3 +73,13 @@ def test_unreadable_or_malformed_files(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(CatalogError, match="mapping"):
         load_catalog(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize(("bounds", "decimals"), [("lower: 0, upper: 0.125", 2), ("lower: 0, upper: 120.5", 0)])
+def test_bounds_off_the_fixed_point_grid_are_refused(tmp_path: Path, bounds: str, decimals: int) -> None:
+    (tmp_path / "wijken.txt").write_text("WK01\n")
+    (tmp_path / "catalog.yaml").write_text(
+        OWN_CATALOG.replace("lower: 0, upper: 100000", f"{bounds}, decimals: {decimals}")
+    )
+    with pytest.raises(CatalogError, match="multiple of"):
+        load_catalog(tmp_path / "catalog.yaml")

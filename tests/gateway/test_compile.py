@@ -209,3 +209,10 @@ def test_bounding_is_skipped_only_where_it_would_remove_nothing(tmp_path: Path) 
     (tmp_path / "within" / "payments.csv").write_text("person,wijk,amount\n" + "p9,A,1\n" * 5)
     assert sources.needs_bounding("within", within)
     sources.close()
+
+
+def test_a_csv_row_that_does_not_fit_the_guessed_type_is_null_not_an_error(tmp_path: Path) -> None:
+    """With type guessing, one late row like this made the reader fail: an exact yes/no about one person."""
+    rows = [f"p{i},A,{i % 500}.5" for i in range(30_000)] + ["victim,A,onbekend"]
+    dataset = _payments(tmp_path, rows)
+    assert _run(dataset, "SELECT COUNT(amount) FROM payments")[()][0] == 3 + 30_000
