@@ -6,15 +6,19 @@ returns numbers, so its guarantees can be read and tested without the rest of Da
 
 from anonymization._counts import MECHANISM_DISCRETE_LAPLACE, CountMechanism, NoisyCounts
 from anonymization._quantiles import MECHANISM_NOISY_MIN_EXPONENTIAL, QuantileMechanism, candidate_grid
+from anonymization._selection import MECHANISM_LAPLACE_THRESHOLD, KeySelection, SelectedKeys
 from anonymization.errors import AnonymizationError, InvalidPrivacyParameter
 
 __all__ = [
     "MECHANISM_DISCRETE_LAPLACE",
+    "MECHANISM_LAPLACE_THRESHOLD",
     "MECHANISM_NOISY_MIN_EXPONENTIAL",
     "AnonymizationError",
     "CountMechanism",
     "InvalidPrivacyParameter",
+    "KeySelection",
     "NoisyCounts",
     "QuantileMechanism",
+    "SelectedKeys",
     "candidate_grid",
 ]

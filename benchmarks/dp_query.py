@@ -106,7 +106,6 @@ def _engine(catalog_path: Path, sources: Sources, sql: str) -> Callable[[], obje
             grant,
             epsilon=EPSILON,
             limits=limits,
-            bound_contributions=sources.needs_bounding(plan.dataset, dataset),
         )
         return query_service.execute(prepared, sources)
 

@@ -62,6 +62,8 @@ class ColumnSpec(_Strict):
                 raise ValueError(f"bounds times 10**decimals must stay within ±{_MAX_FIXED_POINT:.0e}")
         if isinstance(self.public_keys, list) and len(set(self.public_keys)) != len(self.public_keys):
             raise ValueError("public_keys contains duplicates")
+        if isinstance(self.public_keys, list) and not self.public_keys:
+            raise ValueError("public_keys is empty; leave it out to release groups through partition selection")
         return self
 
     @property
@@ -92,9 +94,11 @@ class SourceSpec(_Strict):
 
 
 class GlobalBudget(_Strict):
-    """The most epsilon all principals together may spend on a dataset per period."""
+    """The most (epsilon, delta) all principals together may spend on a dataset per period."""
 
     epsilon_per_period: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 50.0
+    delta_per_period: Annotated[float, Field(ge=0, lt=1)] = 1e-6
+    """Spent only by queries that select group keys from the data; 0 forbids them on this dataset."""
     period: Literal["month", "year"] = "month"
 
 

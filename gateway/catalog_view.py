@@ -101,11 +101,17 @@ def budgets(
                     "epsilon_per_period": state.principal_allowance.epsilon,
                     "epsilon_spent": state.principal_spent,
                     "epsilon_remaining": state.remaining,
+                    "delta_per_period": state.principal_allowance.delta,
+                    "delta_spent": state.principal_delta_spent,
+                    "delta_remaining": state.delta_remaining,
                     "dataset_cap": {
                         "period": budget_service.period_of(cap.period, now),
                         "epsilon_per_period": cap.epsilon,
                         "epsilon_spent": state.dataset_spent,
                         "epsilon_remaining": state.dataset_remaining,
+                        "delta_per_period": cap.delta,
+                        "delta_spent": state.dataset_delta_spent,
+                        "delta_remaining": state.dataset_delta_remaining,
                     },
                 }
             )

@@ -82,6 +82,8 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, policy_errors.BudgetExhausted):
         extra = {"epsilon_remaining": exc.remaining, "epsilon_requested": exc.requested}
+        if exc.delta_requested > 0:
+            extra.update(delta_remaining=exc.delta_remaining, delta_requested=exc.delta_requested)
     return _audited_response(request, status, exc.code, exc.message, headers, **extra)
 
 

@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     instance: str = Field(default_factory=socket.gethostname, description="Names this process in audit events.")
     default_query_epsilon: float = Field(default=0.5, gt=0, description="Epsilon a query costs when it names none.")
     max_query_epsilon: float = Field(default=2.0, gt=0, description="The most a single query may spend.")
+    default_query_delta: float = Field(
+        default=1e-9,
+        gt=0,
+        lt=1,
+        description="Delta of a query that selects group keys from the data, if it names none.",
+    )
+    max_query_delta: float = Field(default=1e-6, gt=0, lt=1, description="The most delta a single query may spend.")
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
     duckdb_memory_limit: str = Field(
         default="256MB",
@@ -52,6 +59,8 @@ class Settings(BaseSettings):
     def _epsilon_defaults_agree(self) -> Settings:
         if self.default_query_epsilon > self.max_query_epsilon:
             raise ValueError("default_query_epsilon may not exceed max_query_epsilon")
+        if self.default_query_delta > self.max_query_delta:
+            raise ValueError("default_query_delta may not exceed max_query_delta")
         return self
 
     @property

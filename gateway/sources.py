@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.catalog import DatasetSpec
 from gateway.exceptions import CatalogError, SourceUnavailable
-from gateway.query.compile import contributions_sql
+from gateway.query.compile import CompiledQuery, contributions_sql
 
 logger = logging.getLogger("datapoort.sources")
 
@@ -35,6 +35,20 @@ STATEMENT_TIMEOUT_MS = 60_000
 
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
+
+
+_Fingerprint = tuple[str, int, int, int, int, int]
+
+
+def _fingerprint(path: str) -> _Fingerprint | None:
+    """A file's version: path, device, inode, size, modification and change time. The change time
+    cannot be set by a user (writing, ``touch -d`` and ``utime`` all move it to now), and replacing the
+    file by a rename gives a new inode, so a same-size, same-mtime replacement is still seen."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (path, status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 class DuckDBSource:
@@ -103,7 +117,8 @@ class PostgresSource:
             with self._engine.connect() as connection:
                 connection.execute(text("SET TRANSACTION READ ONLY"))
                 connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-                return [tuple(row) for row in connection.execute(text(sql))]
+                # Sent as is: through text() a ':name' inside a string constant would become a parameter.
+                return [tuple(row) for row in connection.exec_driver_sql(sql)]
         except SQLAlchemyError as exc:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
@@ -121,35 +136,56 @@ class Sources:
         self.duckdb = DuckDBSource(memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory)
         self._postgres: dict[str, PostgresSource] = {}
         self._lock = threading.Lock()
-        self._within_bounds: dict[str, tuple[tuple[str, int, int], bool]] = {}
+        self._within_bounds: dict[str, tuple[_Fingerprint, bool]] = {}
 
     def needs_bounding(self, name: str, dataset: DatasetSpec) -> bool:
         """Whether the source may hold a unit with more than ``max_contributions`` rows.
 
-        A file is checked once per version (path, modification time, size); a database table can change
-        between any two queries, so it is always bounded. Skipping the bounding step where it would
-        remove nothing changes no answer. What it can change is a query's running time, which tells
-        whether the file as a whole holds such a unit: one bit about the file, fixed until it changes,
-        that the operator declared anyway by setting ``max_contributions``.
+        A file is checked once per version; a database table can change between any two queries, so it
+        is always bounded. Skipping the bounding step where it would remove nothing changes no answer.
+        What it can change is a query's running time, which tells whether the file as a whole holds such
+        a unit: one bit about the file, fixed until it changes, that the operator declared anyway by
+        setting ``max_contributions``.
         """
+        return self._verified(name, dataset) is None
+
+    def _verified(self, name: str, dataset: DatasetSpec) -> _Fingerprint | None:
+        """The fingerprint of the file version verified to need no bounding, or ``None``."""
         if dataset.source.kind == "postgresql" or dataset.source.path is None:
-            return True
-        try:
-            status = os.stat(dataset.source.path)
-        except OSError:
-            return True  # the query itself will report the missing file
-        fingerprint = (dataset.source.path, status.st_mtime_ns, status.st_size)
+            return None
+        before = _fingerprint(dataset.source.path)
+        if before is None:
+            return None  # the query itself will report the missing file
         cached = self._within_bounds.get(name)
-        if cached is not None and cached[0] == fingerprint:
-            return not cached[1]
+        if cached is not None and cached[0] == before:
+            return before if cached[1] else None
         try:
             most = int(self.duckdb.fetch_all(contributions_sql(dataset))[0][0])
         except SourceUnavailable:
-            return True
+            return None
+        if _fingerprint(dataset.source.path) != before:
+            return None  # changed while it was being checked: check again next time
         within = most <= dataset.max_contributions
         with self._lock:
-            self._within_bounds[name] = (fingerprint, within)
-        return not within
+            self._within_bounds[name] = (before, within)
+        return before if within else None
+
+    def run(self, name: str, dataset: DatasetSpec, compiled: CompiledQuery) -> list[tuple[Any, ...]]:
+        """Run a compiled query, leaving out the bounding step only for a file verified to need none.
+
+        The file's version is compared again after the read: if it changed meanwhile, what was read may
+        hold a unit beyond ``max_contributions``, so the result is thrown away and the bounded form runs.
+        """
+        if dataset.source.kind == "postgresql":
+            source = self._postgres_for(dataset)
+            source.check_columns(name, dataset)
+            return source.fetch_all(compiled.sql)
+        verified = self._verified(name, dataset) if compiled.sql_unbounded is not None else None
+        if verified is not None and compiled.sql_unbounded is not None:
+            rows = self.duckdb.fetch_all(compiled.sql_unbounded)
+            if _fingerprint(dataset.source.path or "") == verified:
+                return rows
+        return self.duckdb.fetch_all(compiled.sql)
 
     def _postgres_for(self, dataset: DatasetSpec) -> PostgresSource:
         variable = dataset.source.url_env or ""
@@ -160,13 +196,6 @@ class Sources:
             if url not in self._postgres:
                 self._postgres[url] = PostgresSource(url)
             return self._postgres[url]
-
-    def fetch_all(self, dataset_name: str, dataset: DatasetSpec, sql: str) -> list[tuple[Any, ...]]:
-        if dataset.source.kind == "postgresql":
-            source = self._postgres_for(dataset)
-            source.check_columns(dataset_name, dataset)
-            return source.fetch_all(sql)
-        return self.duckdb.fetch_all(sql)
 
     def close(self) -> None:
         self.duckdb.close()

@@ -29,10 +29,20 @@ class PolicyDenied(PolicyError):
 class BudgetExhausted(PolicyError):
     code = "budget_exhausted"
 
-    def __init__(self, message: str, *, remaining: float, requested: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        remaining: float,
+        requested: float,
+        delta_remaining: float = 0.0,
+        delta_requested: float = 0.0,
+    ) -> None:
         super().__init__(message)
         self.remaining = remaining
         self.requested = requested
+        self.delta_remaining = delta_remaining
+        self.delta_requested = delta_requested
 
 
 class PolicyConflict(PolicyError):

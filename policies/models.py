@@ -98,13 +98,21 @@ class Grant(PoliciesBase):
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     epsilon_per_period: Mapped[float | None] = mapped_column(Float)
+    delta_per_period: Mapped[float | None] = mapped_column(Float)
+    """The delta a principal may spend per period on queries that select group keys from the data;
+    ``None`` (or 0) allows only pure epsilon-DP queries."""
     budget_period: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class BudgetSpend(PoliciesBase):
-    """One entry of the privacy-budget ledger: epsilon spent by a principal on a dataset."""
+    """One entry of the privacy-budget ledger: (epsilon, delta) spent by a principal on a dataset.
+
+    ``status`` is ``reserved`` from the moment the query may read the data, then ``released`` or
+    ``failed`` in the transaction of the request's audit event (``request_id`` links the two). A row
+    left ``reserved`` belongs to a request whose outcome was never recorded (a crash or an audit
+    failure); it counts all the same."""
 
     __tablename__ = "budget_spend"
 
@@ -114,5 +122,7 @@ class BudgetSpend(PoliciesBase):
     grant_id: Mapped[int] = mapped_column(ForeignKey("grant.id"))
     period: Mapped[str] = mapped_column(String(16))
     epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), server_default="released")
     request_id: Mapped[str] = mapped_column(String(64))
     spent_at: Mapped[datetime] = mapped_column(UTCDateTime())

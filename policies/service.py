@@ -172,6 +172,7 @@ def create_grant(
     valid_until: datetime | None = None,
     epsilon_per_period: float | None = None,
     budget_period: str | None = None,
+    delta_per_period: float | None = None,
 ) -> Grant:
     """Record an allow rule with its legal basis, validity and budget, and its casbin ``p`` line.
 
@@ -185,6 +186,10 @@ def create_grant(
     if action == "aggregate":
         if epsilon_per_period is None or not epsilon_per_period > 0 or budget_period not in PERIODS:
             raise PolicyConflict("an aggregate grant needs epsilon_per_period > 0 and a budget_period")
+        if delta_per_period is not None and not 0 <= delta_per_period < 1:
+            raise PolicyConflict("delta_per_period must lie in [0, 1)")
+    elif delta_per_period is not None:
+        raise PolicyConflict("only an aggregate grant carries a delta budget")
     grant = Grant(
         subject=subject,
         domain=domain,
@@ -197,6 +202,7 @@ def create_grant(
         valid_until=valid_until,
         epsilon_per_period=epsilon_per_period,
         budget_period=budget_period,
+        delta_per_period=delta_per_period,
         created_at=now,
     )
     session.add(grant)

@@ -62,6 +62,7 @@ PURPOSES = (
     ),
 )
 
+DEMO_DELTA_PER_MONTH = 1e-7
 # (principal, dataset, action, purpose, legal basis, explanation, epsilon per month)
 GRANTS = (
     (
@@ -167,6 +168,8 @@ def provision(sessions: sessionmaker[Session], data_dir: Path, *, instance: str)
                     now=now,
                     epsilon_per_period=epsilon,
                     budget_period="month" if epsilon is not None else None,
+                    # Room for about a hundred queries a month that select group keys from the data.
+                    delta_per_period=DEMO_DELTA_PER_MONTH if action == "aggregate" else None,
                 )
                 changes.append(f"grant {action} on {dataset} for {purpose} to role {demo.role}@{demo.organisation}")
 

@@ -11,7 +11,8 @@ The statement does everything that needs raw rows, so no row ever reaches Python
    random (``row_number() OVER (PARTITION BY unit ORDER BY random())``), never by a data-dependent order;
 3. group and compute the exact integer statistics of ``statistics.py`` (and, for a quantile, group by
    the value's bucket on the public candidate grid as well);
-4. keep only groups whose keys are public (so the released key set does not depend on the data).
+4. keep only groups whose keys are public (so the released key set does not depend on the data); a
+   grouping column without public keys passes all its groups on to DP partition selection instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _SQL_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "float": "DOUBLE", "date
 _ROW_NUMBER = "__datapoort_rn"
 _SHUFFLE = "__datapoort_shuffle"
 BUCKET = "__datapoort_bucket"
+ROWS = Statistic("rows")
+"""Rows per group after bounding: what partition selection thresholds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ class CompiledQuery:
     """The statement and how to read its rows: group values, then the bucket (if any), then statistics."""
 
     sql: str
+    """With contributions bounded: always correct."""
+    sql_unbounded: str | None
+    """Without the bounding step, for a file verified to need none; ``None`` for database tables."""
     group_width: int
     statistics: tuple[Statistic, ...]
     grid: QuantileGrid | None
@@ -107,15 +113,20 @@ def _bucket_sql(grid: QuantileGrid, dialect: str) -> str:
 
 
 def compile_statistics(
-    plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[AggregatePlan, ...], *, bound_contributions: bool = True
+    plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[AggregatePlan, ...], *, select_keys: bool = False
 ) -> CompiledQuery:
     """One statement computing every statistic per group (and per quantile bucket, if any).
 
-    ``bound_contributions=False`` leaves out step 2, for a source known to hold no unit with more than
-    ``max_contributions`` rows (see ``Sources.needs_bounding``): there the step removes nothing, so the
-    statistics, and everything released from them, are the same with or without it."""
+    ``select_keys`` adds the per-group row count that partition selection needs (when not already
+    computed), for plans grouping by a column without public keys.
+
+    For a file source a second form without step 2 comes along (``sql_unbounded``), for when the file
+    is known to hold no unit with more than ``max_contributions`` rows (see ``Sources.run``): there the
+    step removes nothing, so the statistics, and everything released from them, are the same."""
     dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
     statistics = distinct_statistics(aggregates)
+    if select_keys and ROWS not in statistics:
+        statistics = (*statistics, ROWS)
     grid = quantile_grid(aggregates)
     unit = _ident(dataset.privacy_unit, dialect)
     counted = {aggregate.column for aggregate in plan.aggregates if aggregate.column is not None}
@@ -139,36 +150,48 @@ def compile_statistics(
     outputs += [f"{_statistic_sql(statistic, dialect)} AS __s{index}" for index, statistic in enumerate(statistics)]
     positions = len(plan.group_by) + (1 if grid is not None else 0)
     group_clause = f"\n    GROUP BY {', '.join(str(index + 1) for index in range(positions))}" if positions else ""
+    keep_public = _public_keys_only(plan, dataset, dialect)
 
-    ctes = [f"typed AS (\n    SELECT {typed}\n    FROM {_source_relation(dataset, dialect)}\n)"]
-    if bound_contributions:
-        # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
+    def statement(bound: bool) -> str:
+        ctes = [f"typed AS (\n    SELECT {typed}\n    FROM {_source_relation(dataset, dialect)}\n)"]
+        if bound:
+            # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
+            ctes.append(
+                f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM typed\n"
+                f"    WHERE {' AND '.join(row_filters)}\n)"
+            )
+            ctes.append(
+                "bounded AS (\n"
+                f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
+                "    FROM shuffled\n)"
+            )
+            rows, row_where = "bounded", f"{_ROW_NUMBER} <= {dataset.max_contributions}"
+        else:
+            rows, row_where = "typed", " AND ".join(row_filters)
         ctes.append(
-            f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM typed\n"
-            f"    WHERE {' AND '.join(row_filters)}\n)"
+            f"grouped AS (\n    SELECT {', '.join(outputs)}\n    FROM {rows}\n    WHERE {row_where}{group_clause}\n)"
         )
-        ctes.append(
-            "bounded AS (\n"
-            f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
-            "    FROM shuffled\n)"
-        )
-        rows, row_where = "bounded", f"{_ROW_NUMBER} <= {dataset.max_contributions}"
-    else:
-        rows, row_where = "typed", " AND ".join(row_filters)
-    ctes.append(
-        f"grouped AS (\n    SELECT {', '.join(outputs)}\n    FROM {rows}\n    WHERE {row_where}{group_clause}\n)"
+        return "WITH " + ", ".join(ctes) + "\nSELECT grouped.* FROM grouped" + keep_public
+
+    return CompiledQuery(
+        sql=statement(bound=True),
+        sql_unbounded=statement(bound=False) if dialect == "duckdb" else None,
+        group_width=len(plan.group_by),
+        statistics=statistics,
+        grid=grid,
     )
-    sql = "WITH " + ", ".join(ctes) + "\nSELECT grouped.* FROM grouped" + _public_keys_only(plan, dataset, dialect)
-    return CompiledQuery(sql=sql, group_width=len(plan.group_by), statistics=statistics, grid=grid)
 
 
 def _public_keys_only(plan: QueryPlan, dataset: DatasetSpec, dialect: str) -> str:
-    """Keep only groups whose keys are public. Applied to the grouped rows, not to every source row: the
+    """Keep only groups whose keys are public (for the grouping columns that have public keys; the
+    others go through partition selection). Applied to the grouped rows, not to every source row: the
     groups kept are the same either way (bounding has already happened), and DuckDB does it far faster
     as a semi-join on a handful of groups than as an IN test on millions of rows."""
     clauses = []
     for index, name in enumerate(plan.group_by):
-        keys = dataset.columns[name].keys or ()
+        keys = dataset.columns[name].keys
+        if keys is None:
+            continue
         column = f"grouped.{_ident(name, dialect)}"
         if dialect == "duckdb":
             values = ", ".join(f"({_string(key, dialect)})" for key in keys)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 from sqlglot import exp
 
 from gateway.exceptions import InvalidQuery, QueryNotSupported
 from gateway.query.plan import Aggregate, AggregateFunction, OutputColumn, QueryPlan
-from gateway.query.sql_frontend import ALIAS_PATTERN, MAX_LIMIT_DIGITS, check_condition
+from gateway.query.sql_frontend import ALIAS_PATTERN, MAX_LIMIT_DIGITS, check_condition, check_nesting
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 # Strict, so that JSON 1 stays the integer 1 (a lax union would read it as true) and 1.5 stays a float.
@@ -88,6 +88,25 @@ class PlanOrder(_Model):
     descending: bool = False
 
 
+def _measure(raw: object) -> tuple[int, int]:
+    """(nesting depth, number of and/or operands) of a raw condition, without recursion."""
+    deepest = connectives = 0
+    pending: list[tuple[object, int]] = [(raw, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        deepest = max(deepest, depth)
+        for key in ("and", "or"):
+            parts = node.get(key)
+            if isinstance(parts, list):
+                connectives += max(len(parts) - 1, 0)
+                pending.extend((part, depth + 1) for part in parts)
+        if "not" in node:
+            pending.append((node["not"], depth + 1))
+    return deepest, connectives
+
+
 class JsonPlan(_Model):
     dataset: Name
     group_by: Annotated[list[Name], Field(max_length=8)] = []
@@ -95,6 +114,14 @@ class JsonPlan(_Model):
     where: Condition | None = None
     order_by: list[PlanOrder] = []
     limit: Annotated[int, Field(ge=0, lt=10**MAX_LIMIT_DIGITS)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, raw: object) -> object:
+        """Checked on the raw document, before validation recurses into it."""
+        if isinstance(raw, dict) and "where" in raw:
+            check_nesting(*_measure(raw["where"]))
+        return raw
 
 
 for _model in (AllOf, AnyOf, NoneOf, JsonPlan):
@@ -123,13 +150,19 @@ _COMPARISON_NODES: dict[str, type[exp.Expression]] = {
 }
 
 
+def _grouped(node: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=node) if isinstance(node, exp.Connector) else node
+
+
 def _condition(condition: Condition) -> exp.Expression:
     if isinstance(condition, AllOf | AnyOf):
         parts = [_condition(part) for part in (condition.and_ if isinstance(condition, AllOf) else condition.or_)]
         node = exp.And if isinstance(condition, AllOf) else exp.Or
-        combined = parts[0]
+        # A chain of one connective needs no parentheses (each would make the tree a level deeper);
+        # an operand that is itself a connective gets them, so the SQL text reads as the tree.
+        combined = _grouped(parts[0])
         for part in parts[1:]:
-            combined = node(this=exp.Paren(this=combined), expression=exp.Paren(this=part))
+            combined = node(this=combined, expression=_grouped(part))
         return combined
     if isinstance(condition, NoneOf):
         return exp.Not(this=exp.Paren(this=_condition(condition.not_)))

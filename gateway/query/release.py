@@ -43,9 +43,10 @@ class AggregateMechanisms:
         return math.fsum(parts)
 
 
-def even_split(plans: Sequence[AggregatePlan], epsilon: float) -> list[float]:
-    """The default: every aggregate gets the same share of the query's epsilon."""
-    return [epsilon / len(plans)] * len(plans)
+def even_split(parts: int, epsilon: float) -> list[float]:
+    """The default: every part (an aggregate, or partition selection) gets the same share of the query's
+    epsilon."""
+    return [epsilon / parts] * parts
 
 
 def epsilons_for_accuracy(

@@ -1,13 +1,15 @@
 """Answering an aggregate query in three steps that the route keeps apart:
 
-``prepare`` (no data touched: parse, authorise, validate, price, check the budget), ``execute`` (the only
-step that reads the source: run the compiled statement and add noise) and ``record`` (spend the budget in
-the transaction that will also hold the audit event). A query refused in ``prepare`` spends nothing.
+``prepare`` (no data touched: parse, authorise, validate, price, check the budget), ``reserve`` (take the
+cost from the budget under a lock and commit, still before any data is touched) and ``execute`` (the only
+step that reads the source: run the compiled statement and add noise). The route then settles the
+reservation in the transaction of the audit event. A query refused before ``reserve`` spends nothing.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,10 +17,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from anonymization import InvalidPrivacyParameter
+from anonymization import InvalidPrivacyParameter, KeySelection
 from gateway.catalog import Catalog, DatasetSpec
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
-from gateway.query.compile import CompiledQuery, compile_statistics
+from gateway.query.compile import ROWS, CompiledQuery, compile_statistics
 from gateway.query.plan import QueryPlan
 from gateway.query.release import (
     AggregateMechanisms,
@@ -28,7 +30,7 @@ from gateway.query.release import (
     release_aggregate,
 )
 from gateway.query.sql_frontend import parse_sql
-from gateway.query.statistics import plan_statistics
+from gateway.query.statistics import plan_statistics, required
 from gateway.query.validate import validate_plan
 from gateway.sources import Sources
 from policies import budget as budget_service
@@ -40,6 +42,8 @@ ACTION = "aggregate"
 # Below this the answer is pure noise; a smaller epsilon is a mistake, not a wish for more privacy.
 MIN_QUERY_EPSILON = 1e-6
 CONFIDENCE = 0.95
+DEFINITION_PURE = "pure epsilon-differential privacy, adding or removing one privacy unit"
+DEFINITION_APPROXIMATE = "(epsilon, delta)-differential privacy, adding or removing one privacy unit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class QueryLimits:
     default_epsilon: float
     max_epsilon: float
     max_groups: int
+    default_delta: float = 1e-9
+    max_delta: float = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +72,24 @@ class PreparedQuery:
     mechanisms: tuple[AggregateMechanisms, ...]
     """One per aggregate, in plan order; built (and so priced) before the data is read."""
     group_keys: tuple[tuple[str, ...], ...]
-    """Every released group: the product of the grouping columns' public keys."""
+    """Every released group: the product of the grouping columns' public keys. Empty when the groups
+    come from partition selection (``selection``) instead."""
+    selection: KeySelection | None = None
+    """For a plan grouping by a column without public keys: the mechanism that selects its groups."""
+    max_groups: int = 10_000
 
     confidence: float = CONFIDENCE
 
     @property
     def epsilon(self) -> float:
-        return math.fsum(mechanism.epsilon for mechanism in self.mechanisms)
+        parts = [mechanism.epsilon for mechanism in self.mechanisms]
+        if self.selection is not None:
+            parts.append(self.selection.epsilon)
+        return math.fsum(parts)
+
+    @property
+    def delta(self) -> float:
+        return self.selection.delta if self.selection is not None else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +124,7 @@ def prepare(
     now: datetime,
     accuracy: AccuracyTarget | None = None,
     check_budget: bool = True,
-    sources: Sources | None = None,
+    delta: float | None = None,
 ) -> PreparedQuery:
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
     grant = policy_service.authorize(
@@ -121,12 +138,18 @@ def prepare(
         epsilon=epsilon,
         accuracy=accuracy,
         limits=limits,
-        # Asked only now, after authorisation: an unauthorised caller learns nothing, not even timing.
-        bound_contributions=sources is None or sources.needs_bounding(plan.dataset, dataset),
+        delta=delta,
     )
     if check_budget:
         budget_service.check_affordable(
-            session, grant, principal.id, plan.dataset, prepared.epsilon, now, dataset_cap(dataset)
+            session,
+            grant,
+            principal.id,
+            plan.dataset,
+            prepared.epsilon,
+            now,
+            dataset_cap(dataset),
+            delta=prepared.delta,
         )
     return prepared
 
@@ -139,12 +162,15 @@ def build_release(
     epsilon: float | None,
     limits: QueryLimits,
     accuracy: AccuracyTarget | None = None,
-    bound_contributions: bool = True,
+    delta: float | None = None,
 ) -> PreparedQuery:
     """Everything a validated plan needs before the data is read: statistics, mechanisms (and so the
     price), and the compiled statement. Touches neither the state database nor the source."""
     aggregate_plans = plan_statistics(plan, dataset)
-    group_keys = tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by)))
+    select_keys = any(dataset.columns[name].keys is None for name in plan.group_by)
+    group_keys: tuple[tuple[str, ...], ...] = ()
+    if not select_keys:
+        group_keys = tuple(itertools.product(*(dataset.columns[name].keys or () for name in plan.group_by)))
     if len(group_keys) > limits.max_groups:
         raise QueryNotSupported(
             f"the query would release {len(group_keys)} groups; at most {limits.max_groups} are allowed"
@@ -158,52 +184,69 @@ def build_release(
                 confidence=confidence,
                 max_contributions=dataset.max_contributions,
             )
+            selection_share = max(shares)
         else:
-            shares = even_split(aggregate_plans, limits.default_epsilon if epsilon is None else epsilon)
-        total = math.fsum(shares)
+            # Partition selection takes one share, as if it were one more aggregate.
+            parts = len(aggregate_plans) + (1 if select_keys else 0)
+            shares = even_split(parts, limits.default_epsilon if epsilon is None else epsilon)
+            selection_share = shares.pop() if select_keys else 0.0
+        total = math.fsum([*shares, selection_share] if select_keys else shares)
         if not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
-            wanted = "this accuracy would need" if accuracy is not None else "the query asks for"
+            asked = "this accuracy would need" if accuracy is not None else "the query asks for"
             raise InvalidQuery(
-                f"{wanted} epsilon {total:g}; a query may spend between {MIN_QUERY_EPSILON:g} "
-                f"and {limits.max_epsilon:g}"
+                f"{asked} epsilon {total:g}; a query may spend between {MIN_QUERY_EPSILON:g} and {limits.max_epsilon:g}"
             )
         mechanisms = build_mechanisms(
             aggregate_plans, epsilons=shares, max_contributions=dataset.max_contributions, confidence=confidence
         )
+        selection = None
+        if select_keys:
+            wanted_delta = limits.default_delta if delta is None else delta
+            if not 0 < wanted_delta <= limits.max_delta:
+                raise InvalidQuery(f"delta must lie in (0, {limits.max_delta:g}], got {wanted_delta:g}")
+            selection = KeySelection(
+                max_contributions=dataset.max_contributions,
+                epsilon=selection_share,
+                delta=wanted_delta,
+                confidence=confidence,
+            )
     except InvalidPrivacyParameter as exc:
         raise InvalidQuery(exc.message) from exc
     return PreparedQuery(
         plan=plan,
         dataset=dataset,
         grant=grant,
-        compiled=compile_statistics(plan, dataset, aggregate_plans, bound_contributions=bound_contributions),
+        compiled=compile_statistics(plan, dataset, aggregate_plans, select_keys=select_keys),
         mechanisms=mechanisms,
         group_keys=group_keys,
+        selection=selection,
+        max_groups=limits.max_groups,
         confidence=confidence,
     )
 
 
 def dataset_cap(dataset: DatasetSpec) -> budget_service.Allowance:
-    return budget_service.Allowance(dataset.global_budget.epsilon_per_period, dataset.global_budget.period)
+    cap = dataset.global_budget
+    return budget_service.Allowance(cap.epsilon_per_period, cap.period, cap.delta_per_period)
 
 
 def _exact_statistics(
-    prepared: PreparedQuery, rows: list[tuple[Any, ...]]
+    prepared: PreparedQuery, rows: list[tuple[Any, ...]], group_keys: tuple[tuple[Any, ...], ...]
 ) -> tuple[dict[tuple[object, ...], list[int]], list[list[int]] | None]:
     """Per statistic, its exact value for every released group (absent groups are zero); and for a
     quantile, every group's histogram over the candidate grid."""
     compiled = prepared.compiled
     width = compiled.group_width
-    position = {key: index for index, key in enumerate(prepared.group_keys)}
-    totals = {statistic.key: [0] * len(prepared.group_keys) for statistic in compiled.statistics}
+    position = {key: index for index, key in enumerate(group_keys)}
+    totals = {statistic.key: [0] * len(group_keys) for statistic in compiled.statistics}
     grid = compiled.grid
-    histograms = [[0] * grid.count for _ in prepared.group_keys] if grid is not None else None
+    histograms = [[0] * grid.count for _ in group_keys] if grid is not None else None
     keys = [statistic.key for statistic in compiled.statistics]
     histogram_index = keys.index(("count", grid.column, None)) if grid is not None else -1
     offset = width + (1 if grid is not None else 0)
     for row in rows:
         group = position.get(tuple(row[:width]))
-        if group is None:  # pragma: no cover - the statement only returns public keys
+        if group is None:  # a group partition selection left out (public keys are filtered in the source)
             continue
         for statistic, value in zip(compiled.statistics, row[offset:], strict=True):
             totals[statistic.key][group] += int(value or 0)
@@ -213,63 +256,107 @@ def _exact_statistics(
     return totals, histograms
 
 
+def _select_groups(prepared: PreparedQuery, rows: list[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
+    """Partition selection: the groups whose bounded row count passes the noisy threshold.
+
+    Keys travel through OpenDP as JSON text (one-to-one with the key tuples). If more than
+    ``max_groups`` pass, those with the largest noisy counts are kept; that and the sort by key are
+    post-processing of the mechanism's output."""
+    selection = required(prepared.selection, "the selection mechanism")
+    compiled = prepared.compiled
+    width = compiled.group_width
+    offset = width + (1 if compiled.grid is not None else 0)
+    rows_index = [statistic.key for statistic in compiled.statistics].index(ROWS.key)
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = json.dumps(list(row[:width]))
+        counts[key] = counts.get(key, 0) + int(row[offset + rows_index] or 0)
+    selected = selection.release(counts).counts
+    kept = sorted(selected, key=lambda key: -selected[key])[: prepared.max_groups]
+    groups = [tuple(json.loads(key)) for key in kept]
+    return tuple(sorted(groups, key=lambda group: [(value is not None, value or "") for value in group]))
+
+
 def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
     """Run the pushed-down statement and release every aggregate through its mechanisms.
 
-    Groups with no rows come back from the source as absent and are released from noisy zeros, so the
-    presence of a group in the answer says nothing about the data.
+    With public keys, groups with no rows come back from the source as absent and are released from
+    noisy zeros, so the presence of a group in the answer says nothing about the data. Without them,
+    only groups that pass partition selection are released.
     """
     plan = prepared.plan
-    exact, histograms = _exact_statistics(
-        prepared, sources.fetch_all(plan.dataset, prepared.dataset, prepared.compiled.sql)
-    )
+    rows = sources.run(plan.dataset, prepared.dataset, prepared.compiled)
+    group_keys = _select_groups(prepared, rows) if prepared.selection is not None else prepared.group_keys
+    if not group_keys:
+        # Nothing passed the threshold: no vector to add noise to, and nothing to release but the shape.
+        return QueryAnswer(
+            columns=[output.name for output in plan.outputs], rows=[], reports=mechanism_report(prepared)
+        )
+    exact, histograms = _exact_statistics(prepared, rows, group_keys)
     released = [release_aggregate(mechanism, exact, histograms) for mechanism in prepared.mechanisms]
-    rows: list[list[Any]] = []
-    for index, key in enumerate(prepared.group_keys):
+    table: list[list[Any]] = []
+    for index, key in enumerate(group_keys):
         by_name: dict[str, Any] = dict(zip(plan.group_by, key, strict=True))
         by_name.update({a.name: released[i].values[index] for i, a in enumerate(plan.aggregates)})
-        rows.append([by_name[output.name] for output in plan.outputs])
+        table.append([by_name[output.name] for output in plan.outputs])
     reports = {aggregate.name: released[i].report for i, aggregate in enumerate(plan.aggregates)}
 
     columns = [output.name for output in plan.outputs]
     # ORDER BY and LIMIT act on released values only: post-processing, no extra privacy cost. Per-row
     # accuracies are reordered with their rows.
-    order = list(range(len(rows)))
+    order = list(range(len(table)))
     for name, descending in reversed(plan.order_by):
         position = columns.index(name)
-        order.sort(key=lambda row_index: rows[row_index][position], reverse=descending)
+        order.sort(key=lambda row_index: table[row_index][position], reverse=descending)
     if plan.limit is not None:
         order = order[: plan.limit]
     for report in reports.values():
         if isinstance(report.get("half_width"), list):
             report["half_width"] = [report["half_width"][row_index] for row_index in order]
-    return QueryAnswer(columns=columns, rows=[rows[row_index] for row_index in order], reports=reports)
+    return QueryAnswer(columns=columns, rows=[table[row_index] for row_index in order], reports=reports)
 
 
-def record(
+def reserve(
     session: Session,
     prepared: PreparedQuery,
     principal: policy_service.AuthenticatedPrincipal,
     *,
     request_id: str,
     now: datetime,
-    data_was_read: bool = False,
-) -> float:
-    """Spend the query's epsilon in the caller's transaction; return what is left this period.
-
-    ``data_was_read`` marks a query that failed after the source was read: it is charged all the same
-    (see ``policies.budget.spend``)."""
-    return budget_service.spend(
+) -> tuple[int, float]:
+    """Reserve the query's (epsilon, delta) under the ledger's lock, before the source is read; return
+    the ledger entry and the epsilon left this period. The caller commits it before reading."""
+    return budget_service.reserve(
         session,
         prepared.grant,
         principal_id=principal.id,
         dataset=prepared.plan.dataset,
         epsilon=prepared.epsilon,
+        delta=prepared.delta,
         request_id=request_id,
         now=now,
         cap=dataset_cap(prepared.dataset),
-        data_was_read=data_was_read,
     )
+
+
+def selection_report(prepared: PreparedQuery) -> dict[str, Any] | None:
+    """How the released groups were chosen, when they were not all public keys."""
+    selection = prepared.selection
+    if selection is None:
+        return None
+    return {
+        "mechanism": selection.name,
+        "scale": selection.scale,
+        "threshold": selection.threshold,
+        "epsilon": selection.epsilon,
+        "delta": selection.delta,
+        "reliable_count": selection.reliable_count,
+        "max_groups": prepared.max_groups,
+        "note": (
+            "only groups whose noisy row count reaches the threshold are released; a group with at least "
+            "reliable_count rows is released with the stated confidence"
+        ),
+    }
 
 
 def mechanism_report(prepared: PreparedQuery) -> dict[str, dict[str, Any]]:
@@ -303,13 +390,15 @@ def mechanism_report(prepared: PreparedQuery) -> dict[str, dict[str, Any]]:
 
 
 def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: float, now: datetime) -> dict[str, Any]:
+    """The privacy part of an answer: what was spent, how, and what is left."""
     grant = prepared.grant
     period = budget_service.period_of(grant.budget_period, now) if grant.budget_period else None
-    return {
-        "definition": "pure epsilon-differential privacy, adding or removing one privacy unit",
+    report: dict[str, Any] = {
+        "definition": DEFINITION_APPROXIMATE if prepared.selection is not None else DEFINITION_PURE,
         "privacy_unit": prepared.dataset.privacy_unit,
         "max_contributions": prepared.dataset.max_contributions,
         "epsilon_spent": prepared.epsilon,
+        "delta_spent": prepared.delta,
         "confidence": prepared.confidence,
         "aggregates": answer.reports,
         "budget": {
@@ -319,3 +408,7 @@ def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: floa
         },
         "legal_basis": grant.legal_basis,
     }
+    selection = selection_report(prepared)
+    if selection is not None:
+        report["group_selection"] = selection
+    return report

@@ -10,12 +10,19 @@ import re
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokens import Tokenizer
 
 from gateway.exceptions import InvalidQuery, QueryNotSupported
 from gateway.query.plan import Aggregate, AggregateFunction, OutputColumn, QueryPlan
 
 MAX_SQL_LENGTH = 10_000
+MAX_NESTING = 24
+"""The deepest a condition may nest (parentheses plus NOTs); the parser and every later step recurse
+once per level, so a deeper query would exhaust the interpreter's stack: refused up front instead."""
+MAX_CONNECTIVES = 200
+"""The most ANDs and ORs in one query; each makes the condition tree one level deeper."""
 
 # Top-level SELECT parts the subset accepts; every other populated part is refused by name.
 _ALLOWED_PARTS = {"expressions", "from_", "where", "group", "order", "limit", "kind"}
@@ -67,9 +74,37 @@ def _column_name(node: exp.Column, table_names: set[str]) -> str:
     return str(node.name)
 
 
+def check_nesting(depth: int, connectives: int) -> None:
+    if depth > MAX_NESTING:
+        raise InvalidQuery(f"the condition nests {depth} levels deep (parentheses and NOTs); at most {MAX_NESTING}")
+    if connectives > MAX_CONNECTIVES:
+        raise InvalidQuery(f"the condition has {connectives} ANDs and ORs; at most {MAX_CONNECTIVES}")
+
+
+def _check_sql_nesting(sql: str) -> None:
+    """Measure nesting on the tokens, which needs no recursion, before anything builds a tree."""
+    try:
+        tokens = Tokenizer().tokenize(sql)
+    except TokenError as exc:
+        raise InvalidQuery(f"the SQL could not be parsed: {exc}") from exc
+    depth = deepest = nots = connectives = 0
+    for token in tokens:
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+        elif token.token_type == TokenType.NOT:
+            nots += 1
+        elif token.token_type in (TokenType.AND, TokenType.OR):
+            connectives += 1
+    check_nesting(deepest + nots, connectives)
+
+
 def _parse_single_select(sql: str) -> exp.Select:
     if len(sql) > MAX_SQL_LENGTH:
         raise InvalidQuery(f"the query is longer than {MAX_SQL_LENGTH} characters")
+    _check_sql_nesting(sql)
     try:
         statements = [s for s in sqlglot.parse(sql) if s is not None]
     except ParseError as exc:

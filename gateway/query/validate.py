@@ -77,15 +77,18 @@ def _check_comparisons(dataset_name: str, dataset: DatasetSpec, condition: exp.E
 
 
 def validate_plan(plan: QueryPlan, dataset: DatasetSpec) -> None:
-    """Raise if the plan names anything the dataset does not have, or groups on non-public keys."""
+    """Raise if the plan names anything the dataset does not have, or groups by a column it cannot.
+
+    A grouping column without public keys is allowed: its groups are released through DP partition
+    selection (``anonymization.KeySelection``), never as the raw set of values present."""
     for name in plan.group_by:
         column = _column(plan.dataset, dataset, name)
-        if column.kind == "identifier":
+        if column.kind == "identifier" or name == dataset.privacy_unit:
             raise QueryNotSupported(f"grouping by identifier column {name!r} would release identifiers")
-        if column.keys is None:
-            raise QueryNotSupported(
-                f"column {name!r} has no public keys in the catalog, so its groups cannot be released"
-            )
+        if column.type == "float":
+            # A float's text form differs between sources (2.0 in DuckDB, 2 in PostgreSQL), and a
+            # continuous value makes a poor group; the catalog can declare a binned column instead.
+            raise QueryNotSupported(f"grouping by float column {name!r} is not supported; group by a category")
     for aggregate in plan.aggregates:
         if aggregate.column is not None:
             _column(plan.dataset, dataset, aggregate.column)

@@ -37,6 +37,14 @@ class QueryRequest(BaseModel):
         default=None, gt=0, strict=True, description="Privacy loss to spend; default set by the gateway."
     )
     accuracy: Accuracy | None = Field(default=None, description="Ask for accuracy instead of epsilon.")
+    delta: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        strict=True,
+        description="Only for a query grouping by a column without public keys (partition selection): the "
+        "delta to spend on choosing its groups; default set by the gateway.",
+    )
 
     @model_validator(mode="after")
     def _one_question_one_price(self) -> QueryRequest:
@@ -56,8 +64,10 @@ class QueryResponse(BaseModel):
 
 class EstimateResponse(BaseModel):
     epsilon: float
+    delta: float
     confidence: float
     aggregates: dict[str, Any]
+    group_selection: dict[str, Any] | None
     budget: dict[str, Any]
     request_id: str
 
@@ -96,11 +106,15 @@ def _prepare(
         if body.accuracy is not None
         else None,
         limits=query_service.QueryLimits(
-            settings.default_query_epsilon, settings.max_query_epsilon, settings.max_groups
+            default_epsilon=settings.default_query_epsilon,
+            max_epsilon=settings.max_query_epsilon,
+            max_groups=settings.max_groups,
+            default_delta=settings.default_query_delta,
+            max_delta=settings.max_query_delta,
         ),
         now=audit.started_at,
         check_budget=check_budget,
-        sources=state.sources,
+        delta=body.delta,
     )
     audit.event.legal_basis = prepared.grant.legal_basis
     return prepared
@@ -117,17 +131,20 @@ def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
     prepared = _prepare(body, principal, session, state, audit, check_budget=True)
-    # End the read phase: no state-database lock is held while the source computes.
+    # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
+    # lock is held while the source computes, and concurrent queries cannot together pass the budget,
+    # whatever happens to them after the read.
+    spend_id, remaining = query_service.reserve(
+        session, prepared, principal, request_id=audit.request_id, now=audit.started_at
+    )
     session.commit()
 
     try:
         answer = query_service.execute(prepared, state.sources)
     except Exception as exc:
-        # The source has been read, and a failure can depend on what it read: the query is charged, and
-        # the charge commits with its event. The caller gets the error; the handler sees it is audited.
-        query_service.record(
-            session, prepared, principal, request_id=audit.request_id, now=audit.started_at, data_was_read=True
-        )
+        # The source has been read, and a failure can depend on what it read: the reservation stays
+        # spent, marked failed in the transaction of its event. The handler sees the event is written.
+        budget_service.settle(session, spend_id, budget_service.FAILED)
         failure = audit.finish(
             decision="error",
             reason=getattr(exc, "code", "internal_error"),
@@ -136,7 +153,7 @@ def run_query(
         )
         commit_with_event(session, audit, failure)
         raise
-    remaining = query_service.record(session, prepared, principal, request_id=audit.request_id, now=audit.started_at)
+    budget_service.settle(session, spend_id, budget_service.RELEASED)
     payload = {
         "columns": answer.columns,
         "rows": answer.rows,
@@ -161,15 +178,17 @@ def estimate_query(
     dataset, now = prepared.plan.dataset, audit.started_at
     try:
         remaining = budget_service.check_affordable(
-            session, prepared.grant, principal.id, dataset, prepared.epsilon, now, cap
+            session, prepared.grant, principal.id, dataset, prepared.epsilon, now, cap, delta=prepared.delta
         )
         affordable = True
     except BudgetExhausted as refused:
         remaining, affordable = refused.remaining, False
     payload = {
         "epsilon": prepared.epsilon,
+        "delta": prepared.delta,
         "confidence": prepared.confidence,
         "aggregates": query_service.mechanism_report(prepared),
+        "group_selection": query_service.selection_report(prepared),
         "budget": {"epsilon_remaining": remaining, "affordable": affordable},
         "request_id": audit.request_id,
     }

@@ -21,6 +21,9 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "CountMechanism",
         "InvalidPrivacyParameter",
         "NoisyCounts",
+        "MECHANISM_LAPLACE_THRESHOLD",
+        "KeySelection",
+        "SelectedKeys",
     }
     for name in anonymization.__all__:
         assert hasattr(anonymization, name)

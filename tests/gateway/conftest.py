@@ -42,6 +42,10 @@ class Api:
         with self.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
             return int(session.scalar(select(func.count()).select_from(BudgetSpend)) or 0)
 
+    def spend_statuses(self) -> list[str]:
+        with self.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+            return list(session.scalars(select(BudgetSpend.status).order_by(BudgetSpend.id)))
+
     def execute(self, sql: str) -> None:
         with self.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
             session.execute(text(sql))

@@ -196,7 +196,8 @@ def test_fail_closed_when_the_audit_event_cannot_be_written(api: Api) -> None:
     assert response.json()["error"] == "audit_unavailable"
     assert "rows" not in response.json()
     assert "WK" not in response.text  # not one group key, let alone a count
-    assert api.spends() == 0  # the spend rolled back with the event
+    # The reservation made before the read stays, unsettled: the ledger errs on the side of spending.
+    assert api.spend_statuses() == ["reserved"]
     assert len(api.events()) == before
 
 
@@ -213,13 +214,13 @@ def test_a_source_failing_after_reading_is_charged_with_its_event(api: Api, monk
     def broken(*args: object) -> list[tuple[Any, ...]]:
         raise SourceUnavailable("the data source could not answer this query")
 
-    monkeypatch.setattr(api.client.app.state.gateway.sources, "fetch_all", broken)  # type: ignore[attr-defined]
+    monkeypatch.setattr(api.client.app.state.gateway.sources, "run", broken)  # type: ignore[attr-defined]
     before = len(api.events())
     response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.25})
     assert response.status_code == 503
     assert response.json()["error"] == "source_unavailable"
     assert "rows" not in response.json()
-    assert api.spends() == 1
+    assert api.spend_statuses() == ["failed"]
     events = api.events()
     assert len(events) == before + 1  # one event, not a second one from the error handler
     assert (events[-1].decision, events[-1].reason, events[-1].privacy_cost) == ("error", "source_unavailable", 0.25)
@@ -300,12 +301,12 @@ def test_edge_inputs_get_a_4xx_never_a_5xx(api: Api, body: dict[str, Any], statu
 def test_a_state_database_failure_is_a_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from gateway.query import service as query_service
+    from policies import budget
 
-    def broken(*args: object, **kwargs: object) -> float:
+    def broken(*args: object, **kwargs: object) -> None:
         raise OperationalError("UPDATE", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(query_service, "record", broken)
+    monkeypatch.setattr(budget, "settle", broken)
     response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL})
     assert response.status_code == 503
     assert response.json()["error"] == "state_unavailable"

@@ -232,3 +232,163 @@ def test_concurrent_queries_never_overspend(api: Api) -> None:
     assert len(spending) == 10
     assert math.fsum(event.privacy_cost or 0 for event in spending) == pytest.approx(10.0)
     assert api.spends() == 10
+
+
+def test_concurrent_queries_that_fail_after_the_read_never_overspend(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the read is charged; the charge is reserved under the lock before the read, so 100
+    failing queries against a budget of 10 still spend exactly 10 (before, the charge skipped the check)."""
+    from gateway.exceptions import SourceUnavailable
+
+    def broken(*args: object) -> list[tuple[Any, ...]]:
+        raise SourceUnavailable("the data source could not answer this query")
+
+    monkeypatch.setattr(api.client.app.state.gateway.sources, "run", broken)  # type: ignore[attr-defined]
+    body = {"purpose": PURPOSE, "sql": "SELECT COUNT(*) FROM residents", "epsilon": 1.0}
+
+    def ask(_: int) -> int:
+        return int(api.query(api.keys["analyst"], body).status_code)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(ask, range(100)))
+    assert statuses.count(503) == 10
+    assert statuses.count(429) == 90
+    assert api.spend_statuses() == ["failed"] * 10
+    assert len([event for event in api.events() if event.privacy_cost]) == 10
+
+
+def _exact_groups(demo_dir: Path, column: str) -> dict[str, int]:
+    rows = _exact(demo_dir, f"SELECT CAST({column} AS VARCHAR), COUNT(*) FROM residents GROUP BY 1")
+    return {str(key): int(count) for key, count in rows}
+
+
+def test_groups_without_public_keys_are_released_through_partition_selection(api: Api) -> None:
+    exact = _exact_groups(api.demo_dir, "birth_year")
+    answer = _ask(api, {"sql": "SELECT birth_year, COUNT(*) AS n FROM residents GROUP BY birth_year", "epsilon": 2.0})
+    privacy = answer["privacy"]
+    selection = privacy["group_selection"]
+    assert selection["mechanism"] == "laplace_threshold"
+    assert selection["delta"] <= 1e-9  # the default delta, as OpenDP certifies it
+    assert privacy["delta_spent"] == selection["delta"]
+    assert privacy["epsilon_spent"] == pytest.approx(2.0)
+    assert privacy["definition"].startswith("(epsilon, delta)")
+    released = dict(answer["rows"])
+    assert released, "with 3,000 residents some birth years pass the threshold"
+    threshold, scale = selection["threshold"], selection["scale"]
+    for year in released:
+        # Passing needs exact + noise >= threshold; noise below -30 scales has probability < 1e-13.
+        assert exact[year] >= threshold - 30 * scale
+    for year, count in exact.items():
+        if count >= selection["reliable_count"] + 30 * scale:
+            assert year in released
+    assert len(released) < len(exact)  # the thin years stay out
+    assert [row[0] for row in answer["rows"]] == sorted(released)
+    with api.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+        from sqlalchemy import select
+
+        from policies.models import BudgetSpend
+
+        assert session.scalars(select(BudgetSpend.delta)).all() == [selection["delta"]]
+
+
+def test_partition_selection_mixes_with_public_keys_and_other_aggregates(api: Api) -> None:
+    answer = _ask(
+        api,
+        {
+            "sql": "SELECT wijk, birth_year, COUNT(*), AVG(income) FROM residents "
+            "GROUP BY wijk, birth_year ORDER BY wijk",
+            "epsilon": 2.0,
+            "delta": 1e-7,
+        },
+    )
+    wijken = {row[0] for row in answer["rows"]}
+    assert wijken <= set(_exact_groups(api.demo_dir, "wijk"))
+    assert answer["privacy"]["group_selection"]["delta"] <= 1e-7
+    assert answer["privacy"]["epsilon_spent"] == pytest.approx(2.0)
+
+
+def test_pc6_groups_of_a_few_households_are_never_released(api: Api) -> None:
+    """PC6 is a quasi-identifier without public keys: its small groups must not appear at all."""
+    answer = _ask(api, {"sql": "SELECT pc6, COUNT(*) FROM residents GROUP BY pc6", "epsilon": 0.5, "delta": 1e-12})
+    exact = _exact_groups(api.demo_dir, "pc6")
+    # A group of c rows passes with probability about delta * e^((c - 1) / scale): over all groups < 1e-8.
+    assert max(exact.values()) <= 5
+    assert answer["rows"] == []
+    assert set(answer["privacy"]["aggregates"]) == {"count"}
+
+
+def test_partition_selection_needs_a_delta_budget(api: Api) -> None:
+    api.execute('UPDATE "grant" SET delta_per_period = NULL')
+    response = api.query(
+        api.keys["analyst"], {"purpose": PURPOSE, "sql": "SELECT birth_year, COUNT(*) FROM residents GROUP BY 1"}
+    )
+    assert response.status_code in (400, 429)
+    response = api.query(
+        api.keys["analyst"],
+        {"purpose": PURPOSE, "sql": "SELECT birth_year, COUNT(*) FROM residents GROUP BY birth_year"},
+    )
+    assert response.status_code == 429
+    body = response.json()
+    assert body["error"] == "budget_exhausted"
+    assert body["delta_requested"] > 0
+    assert body["delta_remaining"] == 0
+    assert api.spends() == 0
+
+
+def test_an_estimate_states_the_delta_and_the_threshold(api: Api) -> None:
+    question = {"sql": "SELECT birth_year, COUNT(*) FROM residents GROUP BY birth_year", "delta": 1e-8}
+    estimate = api.client.post(
+        "/v1/query/estimate",
+        json={"purpose": PURPOSE, **question},
+        headers={"Authorization": f"Bearer {api.keys['analyst']}"},
+    ).json()
+    assert 0 < estimate["delta"] <= 1e-8
+    assert estimate["group_selection"]["threshold"] > 1
+    assert api.spends() == 0
+    answer = _ask(api, question)
+    assert answer["privacy"]["delta_spent"] == estimate["delta"]
+
+
+@pytest.mark.parametrize("delta", [1e-5, 0.5])
+def test_a_delta_beyond_the_per_query_maximum_is_refused(api: Api, delta: float) -> None:
+    response = api.query(
+        api.keys["analyst"],
+        {"purpose": PURPOSE, "sql": "SELECT birth_year, COUNT(*) FROM residents GROUP BY birth_year", "delta": delta},
+    )
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_query")
+    assert api.spends() == 0
+
+
+def test_the_most_deeply_nested_condition_accepted_is_answered(api: Api) -> None:
+    """The nesting limits sit below what the parser and compiler can take: the worst accepted shape works."""
+
+    def sql(predicates: int) -> str:
+        chain = " AND ".join(["birth_year > 1900"] * predicates)
+        return f"SELECT COUNT(*) FROM residents WHERE {'(' * 23}{chain}{')' * 23} AND NOT sex = 'X'"
+
+    # Depth 23 + 1 NOT = 24, and 200 connectives: exactly at both limits.
+    response = api.query(api.keys["analyst"], {"purpose": PURPOSE, "sql": sql(200), "epsilon": 0.01})
+    assert response.status_code == 200, response.text
+    response = api.query(api.keys["analyst"], {"purpose": PURPOSE, "sql": sql(201), "epsilon": 0.01})
+    assert response.status_code == 400  # one connective past the limit
+    where: dict[str, Any] = {"and": [{"column": "birth_year", "op": ">", "value": 1900}] * 178}
+    for level in range(22):  # with the innermost "and" and the outer "not": 24 levels
+        where = {"or" if level % 2 else "and": [where, {"column": "sex", "op": "!=", "value": "X"}]}
+    where = {"not": where}
+    plan = {"dataset": "residents", "aggregates": [{"function": "count"}], "where": where}
+    response = api.query(api.keys["analyst"], {"purpose": PURPOSE, "plan": plan, "epsilon": 0.01})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("depth", [25, 60, 5000])
+def test_conditions_nested_too_deeply_are_refused_not_crashed(api: Api, depth: int) -> None:
+    sql = f"SELECT COUNT(*) FROM residents WHERE {'(' * depth}birth_year > 1{')' * depth}"
+    nots = f"SELECT COUNT(*) FROM residents WHERE {'NOT ' * depth}birth_year > 1"
+    where: dict[str, Any] = {"column": "birth_year", "op": ">", "value": 1}
+    for _ in range(min(depth, 500)):  # deeper than this, the client's own JSON encoder gives up
+        where = {"not": where}
+    plan = {"dataset": "residents", "aggregates": [{"function": "count"}], "where": where}
+    for body in ({"sql": sql[:10_000]}, {"sql": nots[:10_000]}, {"plan": plan}):
+        response = api.query(api.keys["analyst"], {"purpose": PURPOSE, **body})
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["error"] in ("invalid_query", "invalid_request")
+    assert api.spends() == 0

@@ -24,7 +24,7 @@ def residents(demo_dir: Path) -> DatasetSpec:
 def _mechanisms(dataset: DatasetSpec, sql: str, epsilon: float = 1.0, max_contributions: int = 1):  # type: ignore[no-untyped-def]
     plans = plan_statistics(parse_sql(sql), dataset)
     return build_mechanisms(
-        plans, epsilons=even_split(plans, epsilon), max_contributions=max_contributions, confidence=0.95
+        plans, epsilons=even_split(len(plans), epsilon), max_contributions=max_contributions, confidence=0.95
     )
 
 
