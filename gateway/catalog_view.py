@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gateway.catalog import Catalog, DatasetSpec
+from gateway.catalog import Catalog, ColumnSpec, DatasetSpec
 from gateway.exceptions import DatasetNotFound
 from gateway.query.service import dataset_cap
 from policies import budget as budget_service
@@ -37,6 +37,14 @@ def visible_grants(
     return dict(visible)
 
 
+def _grouping(name: str, spec: ColumnSpec, dataset: DatasetSpec) -> str | None:
+    """How a GROUP BY on the column is released: every public key, groups passing partition selection,
+    or not at all (``None``)."""
+    if spec.kind == "identifier" or name == dataset.privacy_unit or spec.type == "float":
+        return None
+    return "public_keys" if spec.keys is not None else "partition_selection"
+
+
 def _column(name: str, dataset: DatasetSpec) -> dict[str, Any]:
     spec = dataset.columns[name]
     numeric = spec.type in ("integer", "float") and spec.lower is not None and name != dataset.privacy_unit
@@ -47,7 +55,7 @@ def _column(name: str, dataset: DatasetSpec) -> dict[str, Any]:
         "lower": spec.lower,
         "upper": spec.upper,
         "public_keys": list(spec.keys) if spec.keys is not None and spec.kind != "identifier" else None,
-        "groupable": spec.keys is not None and spec.kind != "identifier",
+        "groupable": _grouping(name, spec, dataset),
         "aggregates": ["COUNT", *(_NUMERIC_AGGREGATES if numeric else [])],
     }
     return view

@@ -135,15 +135,22 @@ def _print_answer(body: dict[str, Any]) -> None:
         ["" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)) for value in row]
         for row in body["rows"]
     ]
-    widths = [max(len(str(column)), *(len(row[index]) for row in rows)) for index, column in enumerate(columns)]
+    widths = [max([len(str(column)), *(len(row[index]) for row in rows)]) for index, column in enumerate(columns)]
     typer.echo("  ".join(str(column).rjust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
         typer.echo("  ".join(value.rjust(width) for value, width in zip(row, widths, strict=True)))
     privacy = body["privacy"]
+    delta = f", delta {privacy['delta_spent']:.3g}" if privacy.get("delta_spent") else ""
     typer.echo(
-        f"\nepsilon spent {privacy['epsilon_spent']:.6g}, {privacy['budget']['epsilon_remaining']:.6g} left this "
-        f"{privacy['budget']['period']}; per aggregate at {privacy['confidence']:.0%} confidence:"
+        f"\nepsilon spent {privacy['epsilon_spent']:.6g}{delta}, {privacy['budget']['epsilon_remaining']:.6g} left "
+        f"this {privacy['budget']['period']}; per aggregate at {privacy['confidence']:.0%} confidence:"
     )
+    selection = privacy.get("group_selection")
+    if selection:
+        typer.echo(
+            f"  groups: {selection['mechanism']} at threshold {selection['threshold']} rows; groups of "
+            f"{selection['reliable_count']}+ rows are released with that confidence, small ones never"
+        )
     for name, report in privacy["aggregates"].items():
         accuracy = report.get("half_width")
         if isinstance(accuracy, list):
@@ -162,6 +169,9 @@ def query(
     plan: Annotated[Path | None, typer.Option(help="The question as a JSON plan file, instead of --sql.")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Privacy loss to spend.")] = None,
     accuracy: Annotated[float | None, typer.Option(help="Ask for ± this (95%) on counts and sums instead.")] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="Delta for choosing groups of a column without public keys.")
+    ] = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Only say what it would cost.")] = False,
     url: Annotated[str, typer.Option(envvar="DATAPOORT_URL", help="The gateway.")] = "http://127.0.0.1:8000",
     key: Annotated[
@@ -187,6 +197,8 @@ def query(
         body["epsilon"] = epsilon
     if accuracy is not None:
         body["accuracy"] = {"half_width": accuracy}
+    if delta is not None:
+        body["delta"] = delta
     endpoint = "/v1/query/estimate" if estimate else "/v1/query"
     try:
         response = httpx.post(
@@ -202,7 +214,12 @@ def query(
             raise typer.Exit(1)
         return
     if estimate:
-        typer.echo(f"epsilon {answer['epsilon']:.6g}; affordable: {answer['budget']['affordable']}")
+        typer.echo(
+            f"epsilon {answer['epsilon']:.6g}, delta {answer['delta']:.3g}; "
+            f"affordable: {answer['budget']['affordable']}"
+        )
+        if answer.get("group_selection"):
+            typer.echo(f"  groups: threshold {answer['group_selection']['threshold']} rows")
         for name, report in answer["aggregates"].items():
             typer.echo(f"  {name}: {report['mechanism']}, half-width {report.get('half_width')}")
         return

@@ -142,6 +142,22 @@ def test_query_prints_a_table_with_its_privacy(
     assert "n: discrete_laplace, ±" in result.output
 
 
+def test_query_groups_by_a_column_without_public_keys(
+    running_gateway: str, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = json.loads((demo_data_dir / "demo-keys.json").read_text())
+    monkeypatch.setenv("DATAPOORT_API_KEY", keys["analyst"])
+    sql = "SELECT birth_year, COUNT(*) FROM residents GROUP BY birth_year"
+    base = ["query", "--url", running_gateway, "--purpose", "beleidsinformatie", "--sql", sql, "--delta", "1e-8"]
+    estimate = runner.invoke(app, [*base, "--estimate"])
+    assert estimate.exit_code == 0, estimate.output
+    assert "groups: threshold" in estimate.output
+    result = runner.invoke(app, [*base, "--epsilon", "1"])
+    assert result.exit_code == 0, result.output
+    assert "groups: laplace_threshold at threshold" in result.output
+    assert ", delta " in result.output
+
+
 def test_query_estimates_and_reports_refusals(
     running_gateway: str, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

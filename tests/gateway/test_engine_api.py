@@ -198,6 +198,9 @@ def test_the_catalog_shows_each_caller_only_what_it_may_use(api: Api) -> None:
     residents = get("/v1/datasets/residents", "analyst").json()
     assert residents["columns"]["wijk"]["public_keys"][0] == "WK999900"
     assert residents["columns"]["bsn"]["public_keys"] is None
+    assert residents["columns"]["bsn"]["groupable"] is None
+    assert residents["columns"]["wijk"]["groupable"] == "public_keys"
+    assert residents["columns"]["pc6"]["groupable"] == "partition_selection"
     assert "MEDIAN" in residents["columns"]["income"]["aggregates"]
     assert residents["purposes"] == [PURPOSE]
     hidden = get("/v1/datasets/residents", "partner")
