@@ -117,8 +117,10 @@ class PostgresSource:
             with self._engine.connect() as connection:
                 connection.execute(text("SET TRANSACTION READ ONLY"))
                 connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-                # Sent as is: through text() a ':name' inside a string constant would become a parameter.
-                return [tuple(row) for row in connection.exec_driver_sql(sql)]
+                # Sent as is: through text() a ':name' inside a string constant would become a parameter,
+                # and with an empty parameter set the driver would read '%' as a placeholder.
+                result = connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
+                return [tuple(row) for row in result]
         except SQLAlchemyError as exc:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc

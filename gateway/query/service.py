@@ -274,7 +274,11 @@ def _select_groups(prepared: PreparedQuery, rows: list[tuple[Any, ...]]) -> tupl
     selected = selection.release(counts).counts
     kept = sorted(selected, key=lambda key: -selected[key])[: prepared.max_groups]
     groups = [tuple(json.loads(key)) for key in kept]
-    return tuple(sorted(groups, key=lambda group: [(value is not None, value or "") for value in group]))
+    return tuple(sorted(groups, key=lambda group: [_sortable(value) for value in group]))
+
+
+def _sortable(value: Any) -> tuple[bool, Any]:
+    return (value is not None, value if value is not None else 0)
 
 
 def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
@@ -307,7 +311,8 @@ def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
     order = list(range(len(table)))
     for name, descending in reversed(plan.order_by):
         position = columns.index(name)
-        order.sort(key=lambda row_index: table[row_index][position], reverse=descending)
+        # A group selected from the data may be NULL: it sorts before every value (after, descending).
+        order.sort(key=lambda row_index: _sortable(table[row_index][position]), reverse=descending)
     if plan.limit is not None:
         order = order[: plan.limit]
     for report in reports.values():

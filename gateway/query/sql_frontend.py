@@ -19,7 +19,7 @@ from gateway.query.plan import Aggregate, AggregateFunction, OutputColumn, Query
 
 MAX_SQL_LENGTH = 10_000
 MAX_NESTING = 24
-"""The deepest a condition may nest (parentheses plus NOTs); the parser and every later step recurse
+"""The deepest a condition may nest (parentheses plus NOTs, signs and brackets); the parser and every later step recurse
 once per level, so a deeper query would exhaust the interpreter's stack: refused up front instead."""
 MAX_CONNECTIVES = 200
 """The most ANDs and ORs in one query; each makes the condition tree one level deeper."""
@@ -76,9 +76,15 @@ def _column_name(node: exp.Column, table_names: set[str]) -> str:
 
 def check_nesting(depth: int, connectives: int) -> None:
     if depth > MAX_NESTING:
-        raise InvalidQuery(f"the condition nests {depth} levels deep (parentheses and NOTs); at most {MAX_NESTING}")
+        raise InvalidQuery(
+            f"the condition nests {depth} levels deep (parentheses, NOTs, signs, brackets); at most {MAX_NESTING}"
+        )
     if connectives > MAX_CONNECTIVES:
         raise InvalidQuery(f"the condition has {connectives} ANDs and ORs; at most {MAX_CONNECTIVES}")
+
+
+# Tokens that each open a level of the tree however they are spaced: NOT, unary signs, brackets.
+_NESTING_TOKENS = frozenset({TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE, TokenType.L_BRACKET})
 
 
 def _check_sql_nesting(sql: str) -> None:
@@ -94,7 +100,7 @@ def _check_sql_nesting(sql: str) -> None:
             deepest = max(deepest, depth)
         elif token.token_type == TokenType.R_PAREN:
             depth -= 1
-        elif token.token_type == TokenType.NOT:
+        elif token.token_type in _NESTING_TOKENS:
             nots += 1
         elif token.token_type in (TokenType.AND, TokenType.OR):
             connectives += 1
@@ -297,6 +303,15 @@ def _limit(statement: exp.Select) -> int | None:
 
 def parse_sql(sql: str) -> QueryPlan:
     """Parse ``sql`` into a plan. Checks the shape only; names are checked against the catalog later."""
+    try:
+        return _plan(sql)
+    except RecursionError as exc:
+        # The nesting limits are meant to keep every query far from this; a shape they do not foresee
+        # is still a refused query, not a crash.
+        raise InvalidQuery("the query is nested too deeply") from exc
+
+
+def _plan(sql: str) -> QueryPlan:
     statement = _parse_single_select(sql)
     dataset, table_names = _table(statement)
 

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit_trail import AuditContext, commit_with_event, respond
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.exceptions import InvalidQuery
 from gateway.query import service as query_service
 from gateway.query.json_frontend import JsonPlan, plan_from_json
 from gateway.state import GatewayState
@@ -76,6 +77,23 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}
 
 
 def _prepare(
+    body: QueryRequest,
+    principal: AuthenticatedPrincipal,
+    session: Session,
+    state: GatewayState,
+    audit: AuditContext,
+    *,
+    check_budget: bool,
+) -> query_service.PreparedQuery:
+    try:
+        return _plan_and_price(body, principal, session, state, audit, check_budget=check_budget)
+    except RecursionError as exc:
+        # The front doors' nesting limits keep queries far from this; a shape they do not foresee is
+        # still a refused query (nothing has been read or spent), not a 500.
+        raise InvalidQuery("the query is nested too deeply") from exc
+
+
+def _plan_and_price(
     body: QueryRequest,
     principal: AuthenticatedPrincipal,
     session: Session,

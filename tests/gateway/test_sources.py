@@ -114,7 +114,7 @@ def test_an_operators_csv_dataset_is_queryable_without_code(operator_api: tuple[
 # mistake for bind parameters (':name', '%s').
 SELECTED_QUESTION = (
     "SELECT geboortejaar, COUNT(*), SUM(schuld) FROM {table} "
-    "WHERE wijk NOT IN ('a:b', '100%s', ':wijk') GROUP BY geboortejaar"
+    "WHERE wijk NOT IN ('a:b', '100%s', ':wijk', '50%', '%(k)s') GROUP BY geboortejaar"
 )
 
 
@@ -192,3 +192,34 @@ def test_a_postgresql_source_without_its_url_is_a_catalog_error(
             _exact_rows(tmp_path / "pg.yaml", "schuldhulp_pg", sources)
     finally:
         sources.close()
+
+
+def test_a_null_group_from_partition_selection_sorts_first_instead_of_failing(tmp_path: Path) -> None:
+    """A column without public keys can hold NULL, and its group can pass selection; ORDER BY on it must
+    not compare None with text (a 500 after the read, charged)."""
+    from typing import Any
+
+    from gateway.query import service as query_service
+    from policies.models import Grant
+
+    catalog = load_catalog(_write_csv_catalog(tmp_path))
+    plan, dataset = query_service.plan_query(
+        "SELECT geboortejaar, COUNT(*) FROM schuldhulp GROUP BY geboortejaar ORDER BY geboortejaar DESC", catalog
+    )
+    validate_plan(plan, dataset)
+    prepared = query_service.build_release(
+        plan,
+        dataset,
+        Grant(budget_period="month", epsilon_per_period=10.0, legal_basis="public_task"),
+        epsilon=2.0,
+        limits=query_service.QueryLimits(default_epsilon=1.0, max_epsilon=2.0, max_groups=100),
+    )
+    assert prepared.selection is not None
+
+    class Rows:
+        def run(self, *args: object) -> list[tuple[Any, ...]]:
+            # (group, rows statistic) per group: three large groups, one of them NULL.
+            return [(None, 10_000), ("1980", 10_000), ("1990", 10_000)]
+
+    answer = query_service.execute(prepared, Rows())  # type: ignore[arg-type]
+    assert [row[0] for row in answer.rows] == ["1990", "1980", None]

@@ -130,3 +130,22 @@ def test_constructs_the_plan_would_drop_are_refused(sql: str, construct: str) ->
 def test_ambiguous_or_oversized_queries_are_invalid(sql: str, message: str) -> None:
     with pytest.raises(InvalidQuery, match=message):
         parse_sql(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT COUNT(*) FROM residents WHERE birth_year > " + "- " * 2000 + "1",
+        "SELECT " + "[1]" * 2000 + ", COUNT(*) FROM residents",
+        "SELECT COUNT(*) FROM residents GROUP BY " + "[1]" * 2000,
+        "SELECT COUNT(*) FROM residents ORDER BY " + "[1]" * 2000,
+        "SELECT COUNT(*) FROM residents WHERE " + "[" * 3000 + "1" + "]" * 3000,
+        "SELECT COUNT(*) FROM residents WHERE " + "(" * 25 + "a = 1" + ")" * 25,
+        "SELECT COUNT(*) FROM residents WHERE " + "NOT " * 25 + "a = 1",
+        "SELECT COUNT(*) FROM residents WHERE " + " OR ".join(["a = 1"] * 202),
+    ],
+)
+def test_deep_nesting_is_refused_before_anything_recurses(sql: str) -> None:
+    """Each of these used to exhaust the stack (a RecursionError, answered as a 500)."""
+    with pytest.raises(InvalidQuery):
+        parse_sql(sql[:10_000])
