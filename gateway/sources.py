@@ -172,6 +172,12 @@ class Sources:
             self._within_bounds[name] = (before, within)
         return before if within else None
 
+    def check_ready(self, name: str, dataset: DatasetSpec) -> None:
+        """Fail now, before any budget is reserved, for what does not depend on the data: a database
+        source without its URL, or a table whose column types disagree with the catalog."""
+        if dataset.source.kind == "postgresql":
+            self._postgres_for(dataset).check_columns(name, dataset)
+
     def run(self, name: str, dataset: DatasetSpec, compiled: CompiledQuery) -> list[tuple[Any, ...]]:
         """Run a compiled query, leaving out the bounding step only for a file verified to need none.
 

@@ -148,7 +148,9 @@ def _plan_and_price(
 def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    prepared = _prepare(body, principal, session, state, audit, check_budget=True)
+    # The budget is checked once, under the lock, by the reservation below (still before any read).
+    prepared = _prepare(body, principal, session, state, audit, check_budget=False)
+    state.sources.check_ready(prepared.plan.dataset, prepared.dataset)
     # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
     # lock is held while the source computes, and concurrent queries cannot together pass the budget,
     # whatever happens to them after the read.

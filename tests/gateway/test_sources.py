@@ -223,3 +223,36 @@ def test_a_null_group_from_partition_selection_sorts_first_instead_of_failing(tm
 
     answer = query_service.execute(prepared, Rows())  # type: ignore[arg-type]
     assert [row[0] for row in answer.rows] == ["1990", "1980", None]
+
+
+def test_a_source_that_is_not_ready_refuses_before_any_budget_is_reserved(
+    state_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATAPOORT_TEST_SOURCE_URL", raising=False)
+    _write_csv_catalog(tmp_path)
+    (tmp_path / "pg.yaml").write_text(PG_CATALOG)
+    engine = create_state_engine(state_db_url)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        policy_service.register_purpose(session, code="schuldhulp-monitor", description="Monitor", owner="SD")
+        policy_service.create_principal(
+            session, principal_id="ana", display_name="Ana", organisation="sociaal-domein", kind="user", now=NOW
+        )
+        token = policy_service.issue_key(session, principal_id="ana", now=NOW).token
+        grant(session, subject="principal:ana", dataset="schuld*", purpose="schuldhulp-monitor", epsilon_per_period=5.0)
+        session.commit()
+    settings = Settings(_env_file=None, data_dir=tmp_path, database_url=state_db_url, catalog=tmp_path / "pg.yaml")  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/query",
+            json={"purpose": "schuldhulp-monitor", "sql": "SELECT COUNT(*) FROM schuldhulp_pg"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert (response.status_code, response.json()["error"]) == (503, "catalog_invalid")
+    with session_factory(engine)() as session:
+        from sqlalchemy import func, select
+
+        from policies.models import BudgetSpend
+
+        assert session.scalar(select(func.count()).select_from(BudgetSpend)) == 0
+    engine.dispose()
