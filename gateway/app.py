@@ -26,7 +26,7 @@ def build_state(settings: Settings) -> GatewayState:
         settings=settings,
         engine=engine,
         sessions=sessions,
-        policy_engine=PolicyEngine(sessions),
+        policy_engine=PolicyEngine(sessions, poll_seconds=settings.policy_poll_seconds),
         catalog=load_catalog(settings.catalog_path),
         sources=Sources(
             duckdb_memory_limit=settings.duckdb_memory_limit,

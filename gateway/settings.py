@@ -36,6 +36,13 @@ class Settings(BaseSettings):
         description="Delta of a query that selects group keys from the data, if it names none.",
     )
     max_query_delta: float = Field(default=1e-6, gt=0, lt=1, description="The most delta a single query may spend.")
+    policy_poll_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=1.5,
+        description="How often each process checks the state database for policy changes (0: every decision). "
+        "At most 1.5, so a revocation anywhere is obeyed everywhere within 2 seconds.",
+    )
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
     duckdb_memory_limit: str = Field(
         default="256MB",

@@ -83,3 +83,9 @@ def test_bounds_off_the_fixed_point_grid_are_refused(tmp_path: Path, bounds: str
     )
     with pytest.raises(CatalogError, match="multiple of"):
         load_catalog(tmp_path / "catalog.yaml")
+
+
+def test_an_empty_public_key_list_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text(OWN_CATALOG.replace("public_keys: {file: wijken.txt}", "public_keys: []"))
+    with pytest.raises(CatalogError, match="public_keys is empty"):
+        load_catalog(tmp_path / "catalog.yaml")

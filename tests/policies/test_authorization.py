@@ -43,7 +43,7 @@ def _seed(session: Session) -> dict[str, str]:
 def seeded(sessions: sessionmaker[Session]) -> tuple[sessionmaker[Session], PolicyEngine, dict[str, str]]:
     with sessions() as session:
         tokens = _seed(session)
-    return sessions, PolicyEngine(sessions), tokens
+    return sessions, PolicyEngine(sessions, poll_seconds=0), tokens
 
 
 def _principal(session: Session, token: str) -> service.AuthenticatedPrincipal:
