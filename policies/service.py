@@ -146,6 +146,18 @@ def assign_role(session: Session, *, principal_id: str, role: str, domain: str) 
     session.flush()
 
 
+def inherit_role(session: Session, *, role: str, parent: str, domain: str) -> None:
+    """Members of ``role`` in ``domain`` also hold every grant of ``parent`` there (and of its parents)."""
+    _check_identifier("role", role)
+    _check_identifier("role", parent)
+    _check_identifier("domain", domain)
+    if role == parent:
+        raise PolicyConflict(f"role {role!r} cannot inherit from itself")
+    session.add(CasbinRule(ptype="g", v0=role_subject(role), v1=role_subject(parent), v2=domain))
+    bump_version(session)
+    session.flush()
+
+
 def register_purpose(
     session: Session, *, code: str, description: str, owner: str, register_uri: str | None = None
 ) -> Purpose:
