@@ -12,7 +12,7 @@ from gateway.catalog import load_catalog
 from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
-from gateway.routers import catalog, health, query
+from gateway.routers import admin, catalog, health, query
 from gateway.settings import Settings
 from gateway.sources import Sources
 from gateway.state import GatewayState
@@ -63,4 +63,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(query.router)
     app.include_router(catalog.router)
+    app.include_router(admin.router)
     return app

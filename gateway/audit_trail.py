@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import service as audit_service
 from audit.exceptions import AuditUnavailable
 from policies import service as policy_service
+from policies.management import Change
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -112,15 +113,28 @@ def respond(
     *,
     privacy_cost: float | None = None,
     rows_released: int | None = None,
+    detail: str | None = None,
+    status_code: int = 200,
 ) -> Response:
     """Serialise an allowed answer, commit its event (with the digest of exactly these bytes) in the
     request's transaction, and only then hand the bytes out."""
     content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
     event = context.finish(
-        decision="allow", privacy_cost=privacy_cost, rows_released=rows_released, response_body=content
+        decision="allow",
+        privacy_cost=privacy_cost,
+        rows_released=rows_released,
+        response_body=content,
+        detail=detail,
     )
     commit_with_event(session, context, event)
-    return Response(content=content, media_type="application/json")
+    return Response(content=content, media_type="application/json", status_code=status_code)
+
+
+def describe_change(context: AuditContext, change: Change) -> str:
+    """Put an administrative change into the request's event: what and which object as the event's
+    query, who made it is the event's principal, and before and after (JSON) as its detail."""
+    context.event.query = f"{change.what} {change.target}"
+    return json.dumps(change.describe(), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def write_refusal(sessions: sessionmaker[Session], context: AuditContext, draft: audit_service.EventDraft) -> None:

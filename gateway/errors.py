@@ -29,6 +29,7 @@ STATUS_BY_EXCEPTION: dict[type[Exception], int] = {
     policy_errors.PolicyDenied: 403,
     policy_errors.BudgetExhausted: 429,
     policy_errors.PolicyConflict: 409,
+    policy_errors.UnknownObject: 404,
     gateway_errors.DatasetNotFound: 404,
     gateway_errors.UnknownDataset: 400,
     gateway_errors.UnknownColumn: 400,

@@ -4,7 +4,8 @@ PolicyError
  ├── AuthenticationFailed   no valid credential (unknown, malformed, expired or revoked key)
  ├── PolicyDenied           authenticated, but no active grant allows this action for this purpose
  ├── BudgetExhausted        the grant's privacy budget for the period cannot pay for the query
- └── PolicyConflict         a management change that would contradict the existing state
+ ├── PolicyConflict         a management change that would contradict the existing state
+ └── UnknownObject          a management change names an object that does not exist
 """
 
 from __future__ import annotations
@@ -47,3 +48,7 @@ class BudgetExhausted(PolicyError):
 
 class PolicyConflict(PolicyError):
     code = "policy_conflict"
+
+
+class UnknownObject(PolicyError):
+    code = "not_found"

@@ -14,6 +14,18 @@ class PoliciesBase(DeclarativeBase):
     metadata = new_metadata()
 
 
+class Organisation(PoliciesBase):
+    """An organisation or department: the casbin domain its principals, roles and grants live in.
+    Disabling it makes every one of its principals fail authentication."""
+
+    __tablename__ = "organisation"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Principal(PoliciesBase):
     """A person or system that calls the gateway. ``organisation`` is its casbin domain."""
 
@@ -79,6 +91,8 @@ class Purpose(PoliciesBase):
     description: Mapped[str] = mapped_column(Text)
     owner: Mapped[str] = mapped_column(String(256))
     register_uri: Mapped[str | None] = mapped_column(String(512))
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """A retired purpose allows nothing any more; it stays so that old grants and events still name it."""
 
 
 class Grant(PoliciesBase):

@@ -25,7 +25,7 @@ from policies.enforcer import (
     role_subject,
 )
 from policies.exceptions import AuthenticationFailed, PolicyConflict, PolicyDenied
-from policies.models import ApiKey, CasbinRule, Grant, Principal, Purpose
+from policies.models import ApiKey, CasbinRule, Grant, Organisation, Principal, Purpose
 
 # AVG art. 6(1) (a)-(f).
 LEGAL_BASES = {
@@ -43,7 +43,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 _OBJECT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.\-]{0,126}\*?)$")
 
 
-def _check_identifier(kind: str, value: str) -> None:
+def check_identifier(kind: str, value: str) -> None:
     if not _IDENTIFIER.fullmatch(value):
         raise PolicyConflict(f"{kind} {value!r} must be 1-128 letters, digits or _ . : -")
 
@@ -52,13 +52,13 @@ def _check_subject(subject: str) -> None:
     """A grant's subject is ``principal:<id>`` or ``role:<name>`` (see ``policies.enforcer``)."""
     for prefix in (PRINCIPAL_PREFIX, ROLE_PREFIX):
         if subject.startswith(prefix):
-            _check_identifier("subject", subject.removeprefix(prefix))
+            check_identifier("subject", subject.removeprefix(prefix))
             return
     raise PolicyConflict(f"subject {subject!r} must be 'principal:<id>' or 'role:<name>'")
 
 
 def _check_rule_target(domain: str, dataset: str, action: str) -> None:
-    _check_identifier("domain", domain)
+    check_identifier("domain", domain)
     if not _OBJECT_PATTERN.fullmatch(dataset):
         raise PolicyConflict(f"dataset pattern {dataset!r} is not a name or a name ending in *")
     if action not in ACTIONS:
@@ -70,16 +70,23 @@ class AuthenticatedPrincipal:
     id: str
     organisation: str
     kind: str
-    key_id: str
+    key_id: str | None
+    """The API key it authenticated with; ``None`` for a bearer token from the identity provider."""
 
 
 def create_principal(
     session: Session, *, principal_id: str, display_name: str, organisation: str, kind: str, now: datetime
 ) -> Principal:
-    _check_identifier("principal id", principal_id)
-    _check_identifier("organisation", organisation)
+    check_identifier("principal id", principal_id)
+    check_identifier("organisation", organisation)
     if session.get(Principal, principal_id) is not None:
         raise PolicyConflict(f"principal {principal_id!r} already exists")
+    registered = session.get(Organisation, organisation)
+    if registered is None:
+        # An organisation is registered with its first principal; ``management`` can name it properly.
+        session.add(Organisation(id=organisation, display_name=organisation, created_at=now))
+    elif registered.disabled_at is not None:
+        raise PolicyConflict(f"organisation {organisation!r} is disabled")
     principal = Principal(
         id=principal_id, display_name=display_name, organisation=organisation, kind=kind, created_at=now
     )
@@ -125,11 +132,19 @@ def authenticate_key(session: Session, token: str, *, now: datetime) -> Authenti
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         raise AuthenticationFailed("the API key is not valid")
     principal = session.get(Principal, key.principal_id)
-    if principal is None or principal.disabled_at is not None:
+    if principal is None or not is_active(session, principal):
         raise AuthenticationFailed("the API key is not valid")
     return AuthenticatedPrincipal(
         id=principal.id, organisation=principal.organisation, kind=principal.kind, key_id=key.id
     )
+
+
+def is_active(session: Session, principal: Principal) -> bool:
+    """Neither the principal nor its organisation is disabled."""
+    if principal.disabled_at is not None:
+        return False
+    organisation = session.get(Organisation, principal.organisation)
+    return organisation is None or organisation.disabled_at is None
 
 
 def record_key_use(session: Session, key_id: str, now: datetime) -> None:
@@ -139,8 +154,8 @@ def record_key_use(session: Session, key_id: str, now: datetime) -> None:
 
 
 def assign_role(session: Session, *, principal_id: str, role: str, domain: str) -> None:
-    _check_identifier("role", role)
-    _check_identifier("domain", domain)
+    check_identifier("role", role)
+    check_identifier("domain", domain)
     session.add(CasbinRule(ptype="g", v0=principal_subject(principal_id), v1=role_subject(role), v2=domain))
     bump_version(session)
     session.flush()
@@ -148,9 +163,9 @@ def assign_role(session: Session, *, principal_id: str, role: str, domain: str) 
 
 def inherit_role(session: Session, *, role: str, parent: str, domain: str) -> None:
     """Members of ``role`` in ``domain`` also hold every grant of ``parent`` there (and of its parents)."""
-    _check_identifier("role", role)
-    _check_identifier("role", parent)
-    _check_identifier("domain", domain)
+    check_identifier("role", role)
+    check_identifier("role", parent)
+    check_identifier("domain", domain)
     if role == parent:
         raise PolicyConflict(f"role {role!r} cannot inherit from itself")
     session.add(CasbinRule(ptype="g", v0=role_subject(role), v1=role_subject(parent), v2=domain))
@@ -161,7 +176,7 @@ def inherit_role(session: Session, *, role: str, parent: str, domain: str) -> No
 def register_purpose(
     session: Session, *, code: str, description: str, owner: str, register_uri: str | None = None
 ) -> Purpose:
-    _check_identifier("purpose", code)
+    check_identifier("purpose", code)
     if session.get(Purpose, code) is not None:
         raise PolicyConflict(f"purpose {code!r} already exists")
     purpose = Purpose(code=code, description=description, owner=owner, register_uri=register_uri)
@@ -229,7 +244,7 @@ def add_deny_rule(session: Session, *, subject: str, domain: str, dataset: str, 
     _check_subject(subject)
     _check_rule_target(domain, dataset, action)
     if purpose != "*":
-        _check_identifier("purpose", purpose)
+        check_identifier("purpose", purpose)
     session.add(CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=DENY))
     bump_version(session)
     session.flush()
@@ -256,8 +271,11 @@ def authorize(
     ``PolicyDenied`` with a reason that names the purpose.
     """
     now = now or datetime.now(UTC)
-    if session.get(Purpose, purpose) is None:
+    registered = session.get(Purpose, purpose)
+    if registered is None:
         raise PolicyDenied(f"purpose {purpose!r} is not in the purpose register")
+    if registered.retired_at is not None and registered.retired_at <= now:
+        raise PolicyDenied(f"purpose {purpose!r} has been retired from the purpose register")
     engine.ensure_current(session)
     if not engine.allows(principal_subject(principal.id), principal.organisation, dataset, action, purpose):
         raise PolicyDenied(f"no grant allows {action!r} on {dataset!r} for purpose {purpose!r}")

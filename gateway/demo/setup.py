@@ -45,7 +45,10 @@ PRIVACY_OFFICER = DemoPrincipal(
     "user",
     "privacy_officer",
 )
-PRINCIPALS = (ANALYST, PARTNER, PRIVACY_OFFICER)
+ADMINISTRATOR = DemoPrincipal(
+    "admin", "beheerder-voorbeeldstad", "Functioneel beheer Datapoort", "gemeente-voorbeeldstad", "user", "beheerder"
+)
+PRINCIPALS = (ANALYST, PARTNER, PRIVACY_OFFICER, ADMINISTRATOR)
 
 _REGISTER = "https://voorbeeldstad.example/verwerkingsregister"
 PURPOSES = (
@@ -60,6 +63,7 @@ PURPOSES = (
         "Toezicht door de FG op de verwerkingen via Datapoort (AVG art. 39)",
         "Functionaris Gegevensbescherming",
     ),
+    ("beheer", "Beheer van Datapoort: organisaties, sleutels, doelen en autorisaties", "Informatiebeveiliging"),
 )
 
 DEMO_DELTA_PER_MONTH = 1e-7
@@ -88,6 +92,8 @@ GRANTS = (
         3.0,
     ),
     (PRIVACY_OFFICER, "audit", "audit:read", "toezicht", "legal_obligation", "AVG art. 39 lid 1 sub b", None),
+    # Administers every organisation and the register ("*" covers each target).
+    (ADMINISTRATOR, "*", "admin", "beheer", "public_task", "Gemeentewet art. 160 lid 1 (bedrijfsvoering)", None),
 )
 
 

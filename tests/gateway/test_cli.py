@@ -29,7 +29,7 @@ def test_demo_builds_data_and_writes_private_keys(demo_data_dir: Path) -> None:
     keys_file = demo_data_dir / "demo-keys.json"
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
     keys = json.loads(keys_file.read_text())
-    assert set(keys) == {"analyst", "partner", "privacy_officer"}
+    assert set(keys) == {"analyst", "partner", "privacy_officer", "admin"}
     assert all(key.startswith("dpk_") for key in keys.values())
     assert (demo_data_dir / "residents.parquet").is_file()
     assert (demo_data_dir / "catalog.yaml").is_file()
