@@ -259,10 +259,6 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
-
-
 # Administration on the host: the same changes as /v1/admin, each one audited with before and after.
 
 orgs_app = typer.Typer(help="Organisations (casbin domains).", no_args_is_help=True)
@@ -592,3 +588,7 @@ def grants_undeny(rule_id: int, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.remove_deny_rule(session, rule_id=rule_id))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Administration from the host (`datapoort orgs|principals|keys|grants|purposes`), and a revocation made
+by one process obeyed by a gateway running in another within 2 seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATAPOORT_CATALOG", raising=False)
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--residents", "1200", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def _cli(data_dir: Path, *arguments: str, code: int = 0) -> object:
+    result = runner.invoke(app, [*arguments, "--data-dir", str(data_dir)])
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout) if code == 0 else result.output
+
+
+def _events(data_dir: Path) -> list[tuple[str, str, str, str | None]]:
+    with sqlite3.connect(data_dir / "state.db") as connection:
+        rows = connection.execute(
+            "SELECT action, decision, principal_id, detail FROM audit_event ORDER BY sequence"
+        ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def test_an_administrator_manages_everything_from_the_host(data_dir: Path) -> None:
+    _cli(data_dir, "orgs", "create", "veiligheid", "--name", "Veiligheid")
+    _cli(data_dir, "purposes", "register", "inbraakpreventie", "--description", "d", "--owner", "VH")
+    _cli(data_dir, "principals", "create", "vera", "--org", "veiligheid", "--name", "Vera")
+    _cli(data_dir, "principals", "assign-role", "vera", "analist")
+    grant = _cli(
+        data_dir,
+        "grants", "create", "--subject", "role:analist", "--org", "veiligheid", "--dataset", "woninginbraak",
+        "--action", "aggregate", "--purpose", "inbraakpreventie", "--basis", "public_task",
+        "--basis-text", "Gemeentewet art. 172", "--epsilon", "2",
+    )  # fmt: skip
+    assert isinstance(grant, dict)
+    assert grant["after"]["epsilon_per_period"] == 2.0
+    key = _cli(data_dir, "keys", "issue", "vera", "--label", "laptop", "--expires", "2030-01-01T00:00Z")
+    assert isinstance(key, dict)
+    assert key["token"].startswith("dpk_")
+    listed = _cli(data_dir, "grants", "list", "--org", "veiligheid")
+    assert isinstance(listed, list)
+    assert [g["dataset"] for g in listed] == ["woninginbraak"]
+    keys = _cli(data_dir, "keys", "list", "--org", "veiligheid")
+    assert isinstance(keys, list)
+    assert "token" not in keys[0]
+    assert "secret" not in json.dumps(keys)
+    _cli(data_dir, "keys", "revoke", key["after"]["id"])
+    _cli(data_dir, "grants", "revoke", str(grant["after"]["id"]))
+    refused = _cli(data_dir, "grants", "revoke", str(grant["after"]["id"]), code=1)
+    assert "already revoked" in str(refused)
+    _cli(data_dir, "keys", "revoke", "nope", code=1)
+    changes = [event for event in _events(data_dir) if str(event[2]).startswith("system:cli:")]
+    kinds = [
+        json.loads(event[3] or "{}")["what"] if event[1] == "allow" else None
+        for event in changes
+        if event[0] == "admin"
+    ]
+    assert kinds == [
+        "organisation.create",
+        "purpose.register",
+        "principal.create",
+        "principal.assign_role",
+        "grant.create",
+        "key.issue",
+        "key.revoke",
+        "grant.revoke",
+        None,  # the refused second revocation: recorded as a denial
+        None,
+    ]
+    assert [event[1] for event in changes if event[0] == "admin"][-2:] == ["deny", "deny"]
+    assert key["token"] not in json.dumps(_events(data_dir))
+    verify = runner.invoke(app, ["audit", "verify", "--data-dir", str(data_dir)])
+    assert verify.exit_code == 0, verify.output
+
+
+def test_times_without_a_zone_are_refused(data_dir: Path) -> None:
+    result = runner.invoke(
+        app, ["keys", "issue", "analist-sociaal-domein", "--expires", "2030-01-01T00:00", "--data-dir", str(data_dir)]
+    )
+    assert result.exit_code == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_two_seconds(data_dir: Path) -> None:
+    port = _free_port()
+    environment = {**os.environ, "DATAPOORT_DATA_DIR": str(data_dir), "DATAPOORT_PORT": str(port)}
+    environment.pop("DATAPOORT_POLICY_POLL_SECONDS", None)  # the default, as deployed
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        keys = json.loads((data_dir / "demo-keys.json").read_text())
+        headers = {"Authorization": f"Bearer {keys['analyst']}"}
+        body = {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents", "epsilon": 0.01}
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.post(f"{base}/v1/query", json=body, headers=headers).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+        grants = _cli(data_dir, "grants", "list", "--org", "sociaal-domein")
+        assert isinstance(grants, list)
+        residents = next(g for g in grants if g.get("dataset") == "residents")
+        revoke = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "grants", "revoke", str(residents["id"])],
+            env=environment,
+            capture_output=True,
+            check=True,
+        )
+        revoked = time.monotonic()
+        assert revoke.returncode == 0
+        while (response := httpx.post(f"{base}/v1/query", json=body, headers=headers)).status_code == 200:
+            assert time.monotonic() - revoked < 2.0, "the revocation was not obeyed within 2 seconds"
+            time.sleep(0.05)
+        assert response.status_code == 403
+        assert time.monotonic() - revoked < 2.0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
