@@ -117,7 +117,7 @@ def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_tw
         [sys.executable, "-m", "gateway.cli", "serve"],
         env=environment,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         keys = json.loads((data_dir / "demo-keys.json").read_text())
