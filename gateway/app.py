@@ -11,6 +11,7 @@ from gateway import __version__
 from gateway.catalog import load_catalog
 from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
+from gateway.identity import TokenAuthority
 from gateway.middleware import RequestContextMiddleware
 from gateway.routers import admin, catalog, health, query
 from gateway.settings import Settings
@@ -28,6 +29,7 @@ def build_state(settings: Settings) -> GatewayState:
         sessions=sessions,
         policy_engine=PolicyEngine(sessions, poll_seconds=settings.policy_poll_seconds),
         catalog=load_catalog(settings.catalog_path),
+        tokens=TokenAuthority.from_settings(settings),
         sources=Sources(
             duckdb_memory_limit=settings.duckdb_memory_limit,
             duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),

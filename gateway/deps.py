@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from gateway import identity
 from gateway.audit_trail import AuditContext
 from gateway.state import GatewayState
 from policies import service as policy_service
@@ -45,7 +46,10 @@ def audited_as(action: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
     return name_action
 
 
-_bearer = HTTPBearer(auto_error=False, description="A Datapoort API key: `Authorization: Bearer dpk_...`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A Datapoort API key (`Bearer dpk_...`) or an OIDC token from the gemeente's identity provider",
+)
 
 
 def current_principal(
@@ -54,13 +58,21 @@ def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> policy_service.AuthenticatedPrincipal:
     if credentials is None:
-        raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
-    principal = policy_service.authenticate_key(session, credentials.credentials, now=datetime.now(UTC))
+        raise AuthenticationFailed("send an API key or an identity-provider token as 'Authorization: Bearer ...'")
+    state: GatewayState = request.app.state.gateway
+    principal = identity.authenticate(
+        credentials.credentials,
+        session=session,
+        sessions=state.sessions,
+        authority=state.tokens,
+        engine=state.policy_engine,
+        instance=state.settings.instance,
+        now=datetime.now(UTC),
+    )
     context: AuditContext = request.state.audit
     context.key_id = principal.key_id
     context.event.principal_id = principal.id
     context.event.organisation = principal.organisation
-    state: GatewayState = request.app.state.gateway
     context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
     return principal
 

@@ -43,6 +43,22 @@ class Settings(BaseSettings):
         description="How often each process checks the state database for policy changes (0: every decision). "
         "At most 1.5, so a revocation anywhere is obeyed everywhere within 2 seconds.",
     )
+    oidc_issuer: str | None = Field(default=None, description="OIDC: the identity provider's issuer (iss).")
+    oidc_audience: str | None = Field(default=None, description="OIDC: this gateway's audience (aud).")
+    oidc_jwks_file: Path | None = Field(default=None, description="OIDC: the provider's JWKS as a file ...")
+    oidc_jwks_url: str | None = Field(default=None, description="... or its URL (cached).")
+    oidc_jwks_cache_seconds: float = Field(default=300, gt=0, le=86_400)
+    oidc_algorithms: list[str] = Field(default=["RS256", "ES256"])
+    oidc_leeway_seconds: int = Field(default=60, ge=0, le=300, description="Allowed clock skew.")
+    oidc_principal_claim: str = "sub"
+    oidc_organisation_claim: str | None = "organisation"
+    oidc_default_organisation: str | None = Field(
+        default=None, description="The organisation of a token without the organisation claim."
+    )
+    oidc_roles_claim: str = "roles"
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict, description="Provider role/group -> Datapoort role (JSON); empty: names as they are."
+    )
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
     duckdb_memory_limit: str = Field(
         default="256MB",
@@ -69,6 +85,19 @@ class Settings(BaseSettings):
         if self.default_query_delta > self.max_query_delta:
             raise ValueError("default_query_delta may not exceed max_query_delta")
         return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        configured = [self.oidc_issuer, self.oidc_audience, self.oidc_jwks_file or self.oidc_jwks_url]
+        if any(configured) and not all(configured):
+            raise ValueError("OIDC needs oidc_issuer, oidc_audience and oidc_jwks_file or oidc_jwks_url together")
+        if self.oidc_jwks_file is not None and self.oidc_jwks_url is not None:
+            raise ValueError("give oidc_jwks_file or oidc_jwks_url, not both")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
 
     @property
     def state_database_url(self) -> str:

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.catalog import Catalog
+from gateway.identity import TokenAuthority
 from gateway.settings import Settings
 from gateway.sources import Sources
 from policies.enforcer import PolicyEngine
@@ -21,3 +22,4 @@ class GatewayState:
     policy_engine: PolicyEngine
     catalog: Catalog
     sources: Sources
+    tokens: TokenAuthority | None = None

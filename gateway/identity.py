@@ -1,0 +1,103 @@
+"""Who is calling: an API key, or (when configured) an OIDC bearer token from the gemeente's identity
+provider. A token user's principal and roles are brought in line with the token in a transaction of its
+own, audited when anything changes, before the request's own transaction begins."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.audit_trail import AuditContext, commit_with_event, describe_change, new_traceparent
+from gateway.settings import Settings
+from policies import api_keys, tokens
+from policies import service as policy_service
+from policies.enforcer import PolicyEngine
+from policies.exceptions import AuthenticationFailed
+from policies.models import Principal
+
+
+@dataclass(slots=True)
+class TokenAuthority:
+    config: tokens.OidcConfig
+    keys: tokens.SigningKeys
+    synced: dict[tokens.TokenIdentity, int] = field(default_factory=dict)
+    """Identities known to match the state database, with the policy version they were checked at."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenAuthority | None:
+        if not settings.oidc_enabled:
+            return None
+        config = tokens.OidcConfig(
+            issuer=settings.oidc_issuer or "",
+            audience=settings.oidc_audience or "",
+            algorithms=tuple(settings.oidc_algorithms),
+            leeway_seconds=settings.oidc_leeway_seconds,
+            principal_claim=settings.oidc_principal_claim,
+            organisation_claim=settings.oidc_organisation_claim,
+            default_organisation=settings.oidc_default_organisation,
+            roles_claim=settings.oidc_roles_claim,
+            role_map=dict(settings.oidc_role_map),
+        )
+        keys: tokens.SigningKeys
+        if settings.oidc_jwks_file is not None:
+            keys = tokens.JwksFile(settings.oidc_jwks_file)
+        else:
+            keys = tokens.JwksUrl(settings.oidc_jwks_url or "", lifespan=settings.oidc_jwks_cache_seconds)
+        return cls(config, keys)
+
+
+def authenticate(
+    credential: str,
+    *,
+    session: Session,
+    sessions: sessionmaker[Session],
+    authority: TokenAuthority | None,
+    engine: PolicyEngine,
+    instance: str,
+    now: datetime,
+) -> policy_service.AuthenticatedPrincipal:
+    if credential.startswith(api_keys.KEY_PREFIX) or authority is None:
+        return policy_service.authenticate_key(session, credential, now=now)
+    identity = tokens.verify(credential, authority.config, authority.keys)
+    if authority.synced.get(identity) != engine.version:
+        _sync(identity, sessions, engine, instance, now)
+        authority.synced[identity] = engine.version
+    principal = session.get(Principal, identity.principal_id)
+    if principal is None or not policy_service.is_active(session, principal):
+        raise AuthenticationFailed("this user is disabled in Datapoort")
+    return policy_service.AuthenticatedPrincipal(
+        id=identity.principal_id, organisation=identity.organisation, kind="user", key_id=None
+    )
+
+
+def _sync(
+    identity: tokens.TokenIdentity, sessions: sessionmaker[Session], engine: PolicyEngine, instance: str, now: datetime
+) -> None:
+    for attempt in range(2):  # two first requests of a new user at once: the second finds it created
+        with sessions() as sync:
+            try:
+                change = tokens.sync_principal(sync, identity, now=now)
+                if change is None:
+                    sync.commit()
+                    return
+                context = AuditContext.start(
+                    request_id=secrets.token_hex(16),
+                    action="admin",
+                    traceparent=new_traceparent(None),
+                    client_address=None,
+                    instance=instance,
+                )
+                context.event.principal_id = "system:oidc"
+                context.event.organisation = identity.organisation
+                detail = describe_change(context, change)
+                commit_with_event(sync, context, context.finish(decision="allow", reason="oidc_sync", detail=detail))
+                engine.reload(sync)
+                return
+            except IntegrityError:
+                sync.rollback()
+                if attempt == 1:
+                    raise
