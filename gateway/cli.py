@@ -329,7 +329,11 @@ def _moment(text: str | None) -> Any:
 
     if text is None:
         return None
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        typer.echo(f"{text!r} is not an ISO time, e.g. 2027-06-30T00:00Z", err=True)
+        raise typer.Exit(2) from None
     if moment.tzinfo is None:
         typer.echo(f"give a time zone with {text!r}, e.g. {text}+01:00 or {text}Z", err=True)
         raise typer.Exit(2)

@@ -73,6 +73,8 @@ def current_principal(
     context.key_id = principal.key_id
     context.event.principal_id = principal.id
     context.event.organisation = principal.organisation
+    with session.no_autoflush:
+        state.policy_engine.ensure_current(session)  # so the roles recorded are today's, not a cached snapshot's
     context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
     return principal
 

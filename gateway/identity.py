@@ -26,6 +26,8 @@ class TokenAuthority:
     keys: tokens.SigningKeys
     synced: dict[tokens.TokenIdentity, int] = field(default_factory=dict)
     """Identities known to match the state database, with the policy version they were checked at."""
+    issued: dict[str, int] = field(default_factory=dict)
+    """Per principal, the ``iat`` of the newest token applied."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenAuthority | None:
@@ -63,9 +65,15 @@ def authenticate(
     if credential.startswith(api_keys.KEY_PREFIX) or authority is None:
         return policy_service.authenticate_key(session, credential, now=now)
     identity = tokens.verify(credential, authority.config, authority.keys)
-    if authority.synced.get(identity) != engine.version:
+    # An older token than the newest applied for this user (say, replayed after the provider removed a
+    # role) changes nothing: the roles stay as the newer token left them. (Per process; tokens are short.)
+    newest = authority.issued.get(identity.principal_id, 0)
+    if identity.issued_at >= newest and authority.synced.get(identity) != engine.version:
         _sync(identity, sessions, engine, instance, now)
         authority.synced[identity] = engine.version
+        authority.issued[identity.principal_id] = identity.issued_at
+    elif identity.issued_at < newest and session.get(Principal, identity.principal_id) is None:
+        raise AuthenticationFailed("the bearer token is older than one already used")
     principal = session.get(Principal, identity.principal_id)
     if principal is None or not policy_service.is_active(session, principal):
         raise AuthenticationFailed("this user is disabled in Datapoort")

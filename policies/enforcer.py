@@ -74,6 +74,9 @@ def _rule_lines(session: Session) -> list[str]:
 
 
 _CACHE_LIMIT = 100_000
+_MAX_ROLE_DEPTH = 9
+"""casbin's default role manager follows at most this many role links: its ``max_hierarchy_level`` of 10
+counts the subject itself as the first level (checked against casbin by the test suite)."""
 DEFAULT_POLL_SECONDS = 1.0
 """How often a process asks the state database whether the policy changed. A change made by any process
 is obeyed everywhere within this (plus one request): the 2-second bound of the design."""
@@ -145,13 +148,14 @@ class _Snapshot:
         key = (subject, domain)
         roles = self.roles.get(key)
         if roles is None:
+            # Breadth first, at most ``_MAX_ROLE_DEPTH`` links deep: casbin's role manager stops there too.
             found: set[str] = set()
-            pending = [subject]
-            while pending:
-                for role in self.links.get((pending.pop(), domain), ()):
-                    if role not in found:
-                        found.add(role)
-                        pending.append(role)
+            level = [subject]
+            for _ in range(_MAX_ROLE_DEPTH):
+                level = [role for member in level for role in self.links.get((member, domain), ()) if role not in found]
+                found.update(level)
+                if not level:
+                    break
             found.discard(subject)
             roles = frozenset(found)
             self.roles[key] = roles
@@ -186,9 +190,13 @@ class PolicyEngine:
         return self._snapshot.version
 
     def reload(self, session: Session) -> None:
+        """Load the policy as ``session`` sees it. Never goes back: a transaction that began before the
+        latest change (and so sees an older version) does not replace a newer snapshot."""
+        snapshot = self._build(session)
         with self._lock:
-            self._snapshot = self._build(session)
-            self._checked_at = time.monotonic()
+            if snapshot.version >= self._snapshot.version:
+                self._snapshot = snapshot
+                self._checked_at = time.monotonic()
 
     def mark_stale(self) -> None:
         self._checked_at = -math.inf

@@ -27,8 +27,7 @@ ADMIN_PURPOSE = "beheer"
 """Administration is itself a purpose: an admin grant is ``admin`` on a target for purpose ``beheer``."""
 OVERSIGHT_ACTION = "audit:read"
 OVERSIGHT_PURPOSE = "toezicht"
-"""The privacy officer's oversight (AVG art. 39) may read the rules, never change them."""
-OVERSIGHT_OBJECT = "audit"
+"""The privacy officer's oversight (AVG art. 39) of an organisation may read its rules, never change them."""
 REGISTER = "register"
 """The admin target for what belongs to no organisation: the organisations and the purpose register."""
 
@@ -57,19 +56,38 @@ def require_admin(
     principal: service.AuthenticatedPrincipal,
     target: str,
     *,
+    now: datetime,
     read_only: bool = False,
 ) -> None:
-    """Allow an administrator of ``target`` (an organisation id, or ``register``); for reading, also the
-    privacy officer. casbin decides, with the same rules and deny rules as every other request."""
-    engine.ensure_current(session)
-    subject = principal_subject(principal.id)
-    if engine.allows(subject, principal.organisation, target, ADMIN_ACTION, ADMIN_PURPOSE):
+    """Allow an administrator of ``target`` (an organisation id, or ``register``); for reading, also a
+    privacy officer with oversight of it. Decided as every other request is (``service.authorize``):
+    casbin with its deny rules, the purpose in the register, and an active grant, so an expired or
+    not yet valid admin grant allows nothing."""
+    try:
+        service.authorize(
+            session, engine, principal, dataset=target, action=ADMIN_ACTION, purpose=ADMIN_PURPOSE, now=now
+        )
         return
-    if read_only and engine.allows(
-        subject, principal.organisation, OVERSIGHT_OBJECT, OVERSIGHT_ACTION, OVERSIGHT_PURPOSE
-    ):
-        return
-    raise PolicyDenied(f"administering {target!r} needs an admin grant for purpose {ADMIN_PURPOSE!r}")
+    except PolicyDenied:
+        if not read_only:
+            raise PolicyDenied(
+                f"administering {target!r} needs an active admin grant for purpose {ADMIN_PURPOSE!r}"
+            ) from None
+    try:
+        service.authorize(
+            session, engine, principal, dataset=target, action=OVERSIGHT_ACTION, purpose=OVERSIGHT_PURPOSE, now=now
+        )
+    except PolicyDenied:
+        raise PolicyDenied(
+            f"reading the rules of {target!r} needs an active admin grant ({ADMIN_PURPOSE!r}) "
+            f"or oversight grant ({OVERSIGHT_ACTION!r} for {OVERSIGHT_PURPOSE!r})"
+        ) from None
+
+
+def rule_needs_register_admin(action: str) -> bool:
+    """Rules that hand out administration or oversight can widen who controls the rules themselves,
+    so only an administrator of the register may create or deny them (not an organisation's own)."""
+    return action in (ADMIN_ACTION, OVERSIGHT_ACTION)
 
 
 # Organisations ----------------------------------------------------------------------------------------
@@ -135,6 +153,9 @@ def principal_view(session: Session, principal: Principal) -> dict[str, Any]:
 def create_principal(
     session: Session, *, principal_id: str, display_name: str, organisation: str, kind: str, now: datetime
 ) -> Change:
+    registered = session.get(Organisation, organisation)
+    if registered is None or registered.disabled_at is not None:
+        raise PolicyConflict(f"organisation {organisation!r} is not registered, or disabled; create it first")
     principal = service.create_principal(
         session, principal_id=principal_id, display_name=display_name, organisation=organisation, kind=kind, now=now
     )
@@ -211,6 +232,28 @@ def inherit_role(session: Session, *, role: str, parent: str, organisation: str)
         f"role:{role}@{organisation}",
         None,
         {"role": role, "inherits": parent, "organisation": organisation},
+        organisation,
+    )
+
+
+def remove_inheritance(session: Session, *, role: str, parent: str, organisation: str) -> Change:
+    removed = session.execute(
+        delete(CasbinRule).where(
+            CasbinRule.ptype == "g",
+            CasbinRule.v0 == role_subject(role),
+            CasbinRule.v1 == role_subject(parent),
+            CasbinRule.v2 == organisation,
+        )
+    )
+    if not removed.rowcount:  # type: ignore[attr-defined]
+        raise UnknownObject(f"role {role!r} does not inherit from {parent!r} in {organisation!r}")
+    bump_version(session)
+    session.flush()
+    return Change(
+        "role.remove_inheritance",
+        f"role:{role}@{organisation}",
+        {"role": role, "inherits": parent, "organisation": organisation},
+        None,
         organisation,
     )
 
@@ -430,12 +473,9 @@ def deny_view(rule: CasbinRule) -> dict[str, Any]:
 def add_deny_rule(
     session: Session, *, subject: str, organisation: str, dataset: str, action: str, purpose: str
 ) -> Change:
-    service.add_deny_rule(
+    rule = service.add_deny_rule(
         session, subject=subject, domain=organisation, dataset=dataset, action=action, purpose=purpose
     )
-    rule = session.scalars(
-        select(CasbinRule).where(CasbinRule.v5 == DENY).order_by(CasbinRule.id.desc()).limit(1)
-    ).one()
     return Change("deny.add", f"deny:{rule.id}", None, deny_view(rule), organisation)
 
 

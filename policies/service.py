@@ -3,6 +3,7 @@ decides, so a change and its audit event land together."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ def check_identifier(kind: str, value: str) -> None:
 
 def _check_subject(subject: str) -> None:
     """A grant's subject is ``principal:<id>`` or ``role:<name>`` (see ``policies.enforcer``)."""
+    if len(subject) > 128:
+        raise PolicyConflict("a subject has at most 128 characters")
     for prefix in (PRINCIPAL_PREFIX, ROLE_PREFIX):
         if subject.startswith(prefix):
             check_identifier("subject", subject.removeprefix(prefix))
@@ -74,10 +77,28 @@ class AuthenticatedPrincipal:
     """The API key it authenticated with; ``None`` for a bearer token from the identity provider."""
 
 
+PRINCIPAL_KINDS = ("user", "partner", "service")
+OIDC_PRINCIPAL_PREFIX = "oidc:"
+"""Principals named ``oidc:...`` belong to the identity provider's users; nobody else may create one."""
+
+
 def create_principal(
-    session: Session, *, principal_id: str, display_name: str, organisation: str, kind: str, now: datetime
+    session: Session,
+    *,
+    principal_id: str,
+    display_name: str,
+    organisation: str,
+    kind: str,
+    now: datetime,
+    from_token: bool = False,
 ) -> Principal:
     check_identifier("principal id", principal_id)
+    if principal_id.startswith(OIDC_PRINCIPAL_PREFIX) != from_token:
+        raise PolicyConflict(f"principal ids starting with {OIDC_PRINCIPAL_PREFIX!r} are reserved for token users")
+    if kind not in PRINCIPAL_KINDS:
+        raise PolicyConflict(f"kind {kind!r} is not one of {', '.join(PRINCIPAL_KINDS)}")
+    if not 0 < len(display_name) <= 256:
+        raise PolicyConflict("a display name has 1 to 256 characters")
     check_identifier("organisation", organisation)
     if session.get(Principal, principal_id) is not None:
         raise PolicyConflict(f"principal {principal_id!r} already exists")
@@ -200,10 +221,12 @@ def create_grant(
     epsilon_per_period: float | None = None,
     budget_period: str | None = None,
     delta_per_period: float | None = None,
+    valid_from: datetime | None = None,
 ) -> Grant:
     """Record an allow rule with its legal basis, validity and budget, and its casbin ``p`` line.
 
-    ``subject`` is ``principal:<id>`` or ``role:<name>``."""
+    ``subject`` is ``principal:<id>`` or ``role:<name>``. The grant is valid from ``valid_from`` (default
+    ``now``, its creation time) until ``valid_until``; outside that window it decides nothing."""
     _check_subject(subject)
     _check_rule_target(domain, dataset, action)
     if session.get(Purpose, purpose) is None:
@@ -211,12 +234,19 @@ def create_grant(
     if legal_basis not in LEGAL_BASES:
         raise PolicyConflict(f"legal basis {legal_basis!r} is not one of {', '.join(LEGAL_BASES)}")
     if action == "aggregate":
-        if epsilon_per_period is None or not epsilon_per_period > 0 or budget_period not in PERIODS:
-            raise PolicyConflict("an aggregate grant needs epsilon_per_period > 0 and a budget_period")
+        if (
+            epsilon_per_period is None
+            or not (math.isfinite(epsilon_per_period) and epsilon_per_period > 0)
+            or budget_period not in PERIODS
+        ):
+            raise PolicyConflict("an aggregate grant needs a finite epsilon_per_period > 0 and a budget_period")
         if delta_per_period is not None and not 0 <= delta_per_period < 1:
             raise PolicyConflict("delta_per_period must lie in [0, 1)")
-    elif delta_per_period is not None:
-        raise PolicyConflict("only an aggregate grant carries a delta budget")
+    elif delta_per_period is not None or epsilon_per_period is not None:
+        raise PolicyConflict("only an aggregate grant carries a privacy budget")
+    start = valid_from or now
+    if valid_until is not None and valid_until <= start:
+        raise PolicyConflict("a grant must end after it starts")
     grant = Grant(
         subject=subject,
         domain=domain,
@@ -225,7 +255,7 @@ def create_grant(
         purpose=purpose,
         legal_basis=legal_basis,
         legal_basis_text=legal_basis_text,
-        valid_from=now,
+        valid_from=start,
         valid_until=valid_until,
         epsilon_per_period=epsilon_per_period,
         budget_period=budget_period,
@@ -239,15 +269,19 @@ def create_grant(
     return grant
 
 
-def add_deny_rule(session: Session, *, subject: str, domain: str, dataset: str, action: str, purpose: str) -> None:
+def add_deny_rule(
+    session: Session, *, subject: str, domain: str, dataset: str, action: str, purpose: str
+) -> CasbinRule:
     """A deny rule beats every allow rule that matches the same request (``purpose`` may be ``*``)."""
     _check_subject(subject)
     _check_rule_target(domain, dataset, action)
     if purpose != "*":
         check_identifier("purpose", purpose)
-    session.add(CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=DENY))
+    rule = CasbinRule(ptype="p", v0=subject, v1=domain, v2=dataset, v3=action, v4=purpose, v5=DENY)
+    session.add(rule)
     bump_version(session)
     session.flush()
+    return rule
 
 
 def _dataset_matches(pattern: str, dataset: str) -> bool:

@@ -9,7 +9,9 @@ is PyJWT's; nothing here parses or checks a signature by hand.
 Its claims then map to a principal by configuration: the subject claim names it, an organisation claim
 (or a fixed organisation) gives its casbin domain, and a roles claim, through an optional mapping, gives
 its roles. ``sync_principal`` records those roles as casbin role links, so a token user is decided by
-exactly the same rules as a key holder; every change it makes is described for the audit log.
+exactly the same rules as a key holder; every change it makes is described for the audit log. For token
+users the identity provider is the source of their roles: a role removed in Datapoort comes back with the
+next token that carries it (to shut someone out, disable the principal or add a deny rule).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class OidcConfig:
     default_organisation: str | None = None
     roles_claim: str = "roles"
     role_map: Mapping[str, str] = field(default_factory=dict)
-    """Identity-provider role or group -> Datapoort role. Empty: role names are taken as they are;
-    otherwise only mapped ones count."""
+    """Identity-provider role or group -> Datapoort role. Only mapped names count: a group the operator
+    did not map (an empty map: any group) gives no role, so the provider cannot invent Datapoort roles."""
 
     def __post_init__(self) -> None:
         unsafe = set(self.algorithms) - ALLOWED_ALGORITHMS
@@ -95,6 +97,8 @@ class TokenIdentity:
     display_name: str
     organisation: str
     roles: tuple[str, ...]
+    issued_at: int = field(default=0, compare=False)
+    """The token's ``iat`` (0 if absent): a token older than the one last applied changes no roles."""
 
 
 def _principal_id(subject: str) -> str:
@@ -145,15 +149,17 @@ def _identity(claims: Mapping[str, Any], config: OidcConfig) -> TokenIdentity:
     for name in names:
         if not isinstance(name, str):
             continue
-        role = config.role_map.get(name) if config.role_map else name
+        role = config.role_map.get(name)
         if role is not None and _SAFE_ID.fullmatch(role):
             roles.add(role)
     display = claims.get(config.name_claim)
+    issued = claims.get("iat")
     return TokenIdentity(
         principal_id=_principal_id(subject),
-        display_name=display if isinstance(display, str) and display else subject,
+        display_name=(display if isinstance(display, str) and display else subject)[:256],
         organisation=organisation,
         roles=tuple(sorted(roles)),
+        issued_at=issued if isinstance(issued, int) and not isinstance(issued, bool) else 0,
     )
 
 
@@ -173,16 +179,22 @@ def sync_principal(session: Session, identity: TokenIdentity, *, now: datetime) 
             organisation=identity.organisation,
             kind="user",
             now=now,
+            from_token=True,
         )
         before = None
     else:
         if not service.is_active(session, principal):
             raise AuthenticationFailed("this user is disabled in Datapoort")
+        if principal.organisation != identity.organisation:
+            # Moving a person between organisations moves their casbin domain: an administrator's act.
+            raise AuthenticationFailed(
+                f"this user belongs to organisation {principal.organisation!r} in Datapoort, not "
+                f"{identity.organisation!r}; an administrator must move them"
+            )
         before = management.principal_view(session, principal)
         current = sorted(str(role).removeprefix("role:") for role in _role_links(session, identity.principal_id))
-        if principal.organisation == identity.organisation and current == list(identity.roles):
+        if current == list(identity.roles):
             return None
-        principal.organisation = identity.organisation
     subject = principal_subject(identity.principal_id)
     session.execute(delete(CasbinRule).where(CasbinRule.ptype == "g", CasbinRule.v0 == subject))
     for role in identity.roles:

@@ -27,7 +27,12 @@ GRANT_DEFAULTS: dict[str, Any] = {
 
 
 def grant_arguments(**overrides: Any) -> dict[str, Any]:
-    return {**GRANT_DEFAULTS, **overrides}
+    arguments = {**GRANT_DEFAULTS, **overrides}
+    if arguments["action"] != "aggregate":  # only aggregate grants carry a budget
+        for budget in ("epsilon_per_period", "budget_period"):
+            if budget not in overrides:
+                arguments.pop(budget)
+    return arguments
 
 
 def grant(session: Session, **overrides: Any) -> Grant:

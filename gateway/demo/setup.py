@@ -92,6 +92,8 @@ GRANTS = (
         3.0,
     ),
     (PRIVACY_OFFICER, "audit", "audit:read", "toezicht", "legal_obligation", "AVG art. 39 lid 1 sub b", None),
+    # Oversight of every organisation's rules: read, never change.
+    (PRIVACY_OFFICER, "*", "audit:read", "toezicht", "legal_obligation", "AVG art. 39 lid 1 sub b", None),
     # Administers every organisation and the register ("*" covers each target).
     (ADMINISTRATOR, "*", "admin", "beheer", "public_task", "Gemeentewet art. 160 lid 1 (bedrijfsvoering)", None),
 )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Path as FastApiPath
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,7 @@ WRITE = [Depends(audited_as("admin"))]
 _REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")]
+RowId = Annotated[int, FastApiPath(ge=1, le=2**62)]
 
 
 class _Body(BaseModel):
@@ -102,18 +104,20 @@ def _authorise(
     session: Session,
     state: GatewayState,
     principal: AuthenticatedPrincipal,
+    audit: AuditContext,
     target: Callable[[], str] | str,
     *,
     read_only: bool = False,
 ) -> None:
     """Decide on the object's organisation. An object that does not exist is reported (404) only to an
     administrator of the register, so others cannot probe which objects exist."""
+    now = audit.started_at
     try:
         organisation = target if isinstance(target, str) else target()
     except UnknownObject:
-        management.require_admin(session, state.policy_engine, principal, management.REGISTER)
+        management.require_admin(session, state.policy_engine, principal, management.REGISTER, now=now)
         raise
-    management.require_admin(session, state.policy_engine, principal, organisation, read_only=read_only)
+    management.require_admin(session, state.policy_engine, principal, organisation, now=now, read_only=read_only)
 
 
 def _changed(
@@ -139,7 +143,7 @@ def _listing(session: Session, audit: AuditContext, name: str, items: list[dict[
 
 @router.get("/organisations", dependencies=READ, responses=_REFUSALS, summary="Organisations (domains)")
 def list_organisations(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
-    _authorise(session, state, principal, management.REGISTER, read_only=True)
+    _authorise(session, state, principal, audit, management.REGISTER, read_only=True)
     return _listing(session, audit, "organisations", management.list_organisations(session))
 
 
@@ -147,7 +151,7 @@ def list_organisations(principal: PrincipalDep, session: SessionDep, state: Stat
 def create_organisation(
     body: OrganisationCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, management.REGISTER)
+    _authorise(session, state, principal, audit, management.REGISTER)
     change = management.create_organisation(
         session, organisation_id=body.id, display_name=body.display_name, now=audit.started_at
     )
@@ -158,7 +162,7 @@ def create_organisation(
 def disable_organisation(
     organisation_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, management.REGISTER)
+    _authorise(session, state, principal, audit, management.REGISTER)
     change = management.disable_organisation(session, organisation_id=organisation_id, now=audit.started_at)
     return _changed(session, state, audit, change)
 
@@ -174,7 +178,7 @@ def list_principals(
     audit: AuditDep,
     organisation: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    _authorise(session, state, principal, organisation or management.REGISTER, read_only=True)
+    _authorise(session, state, principal, audit, organisation or management.REGISTER, read_only=True)
     return _listing(session, audit, "principals", management.list_principals(session, organisation))
 
 
@@ -182,7 +186,7 @@ def list_principals(
 def create_principal(
     body: PrincipalCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, body.organisation)
+    _authorise(session, state, principal, audit, body.organisation)
     change = management.create_principal(
         session,
         principal_id=body.id,
@@ -218,7 +222,7 @@ def _principal(session: Session, principal_id: str) -> Any:
 def disable_principal(
     principal_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, _principal_organisation(session, principal_id))
+    _authorise(session, state, principal, audit, _principal_organisation(session, principal_id))
     change = management.disable_principal(session, principal_id=principal_id, now=audit.started_at)
     return _changed(session, state, audit, change)
 
@@ -227,7 +231,7 @@ def disable_principal(
 def assign_role(
     principal_id: str, body: RoleAssign, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, _principal_organisation(session, principal_id))
+    _authorise(session, state, principal, audit, _principal_organisation(session, principal_id))
     change = management.assign_role(session, principal_id=principal_id, role=body.role)
     return _changed(session, state, audit, change)
 
@@ -236,7 +240,7 @@ def assign_role(
 def remove_role(
     principal_id: str, role: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, _principal_organisation(session, principal_id))
+    _authorise(session, state, principal, audit, _principal_organisation(session, principal_id))
     change = management.remove_role(session, principal_id=principal_id, role=role)
     return _changed(session, state, audit, change)
 
@@ -245,8 +249,23 @@ def remove_role(
 def inherit_role(
     body: RoleInherit, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, body.organisation)
+    _authorise(session, state, principal, audit, body.organisation)
     change = management.inherit_role(session, role=body.role, parent=body.parent, organisation=body.organisation)
+    return _changed(session, state, audit, change)
+
+
+@router.delete("/roles/inherit", dependencies=WRITE, responses=_REFUSALS)
+def remove_inheritance(
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    audit: AuditDep,
+    role: Annotated[str, Query(max_length=128)],
+    parent: Annotated[str, Query(max_length=128)],
+    organisation: Annotated[str, Query(max_length=128)],
+) -> Response:
+    _authorise(session, state, principal, audit, organisation)
+    change = management.remove_inheritance(session, role=role, parent=parent, organisation=organisation)
     return _changed(session, state, audit, change)
 
 
@@ -261,7 +280,7 @@ def list_keys(
     audit: AuditDep,
     organisation: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    _authorise(session, state, principal, organisation or management.REGISTER, read_only=True)
+    _authorise(session, state, principal, audit, organisation or management.REGISTER, read_only=True)
     return _listing(session, audit, "keys", management.list_keys(session, organisation=organisation))
 
 
@@ -270,7 +289,7 @@ def issue_key(
     body: KeyCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
     """The key itself is in this response only: it is stored as a hash and cannot be shown again."""
-    _authorise(session, state, principal, _principal_organisation(session, body.principal_id))
+    _authorise(session, state, principal, audit, _principal_organisation(session, body.principal_id))
     new, change = management.issue_key(
         session, principal_id=body.principal_id, now=audit.started_at, label=body.label, expires_at=body.expires_at
     )
@@ -279,7 +298,7 @@ def issue_key(
 
 @router.post("/keys/{key_id}/revoke", dependencies=WRITE, responses=_REFUSALS)
 def revoke_key(key_id: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
-    _authorise(session, state, principal, lambda: management.key_organisation(session, key_id))
+    _authorise(session, state, principal, audit, lambda: management.key_organisation(session, key_id))
     change = management.revoke_key(session, key_id=key_id, now=audit.started_at)
     return _changed(session, state, audit, change)
 
@@ -289,7 +308,7 @@ def revoke_key(key_id: str, principal: PrincipalDep, session: SessionDep, state:
 
 @router.get("/purposes", dependencies=READ, responses=_REFUSALS, summary="The purpose register")
 def list_purposes(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
-    _authorise(session, state, principal, management.REGISTER, read_only=True)
+    _authorise(session, state, principal, audit, management.REGISTER, read_only=True)
     return _listing(session, audit, "purposes", management.list_purposes(session))
 
 
@@ -297,7 +316,7 @@ def list_purposes(principal: PrincipalDep, session: SessionDep, state: StateDep,
 def register_purpose(
     body: PurposeCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, management.REGISTER)
+    _authorise(session, state, principal, audit, management.REGISTER)
     change = management.register_purpose(
         session, code=body.code, description=body.description, owner=body.owner, register_uri=body.register_uri
     )
@@ -308,7 +327,7 @@ def register_purpose(
 def retire_purpose(
     code: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, management.REGISTER)
+    _authorise(session, state, principal, audit, management.REGISTER)
     change = management.retire_purpose(session, code=code, now=audit.started_at)
     return _changed(session, state, audit, change)
 
@@ -334,7 +353,7 @@ def list_grants(
     purpose: Annotated[str | None, Query(max_length=128)] = None,
     include_inactive: bool = False,
 ) -> Response:
-    _authorise(session, state, principal, organisation or management.REGISTER, read_only=True)
+    _authorise(session, state, principal, audit, organisation or management.REGISTER, read_only=True)
     where = management.GrantFilter(
         organisation=organisation,
         subject=subject,
@@ -353,7 +372,9 @@ def list_grants(
 def create_grant(
     body: GrantCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, body.organisation)
+    _authorise(session, state, principal, audit, body.organisation)
+    if management.rule_needs_register_admin(body.action):
+        _authorise(session, state, principal, audit, management.REGISTER)
     change = management.create_grant(
         session,
         subject=body.subject,
@@ -363,7 +384,8 @@ def create_grant(
         purpose=body.purpose,
         legal_basis=body.legal_basis,
         legal_basis_text=body.legal_basis_text,
-        now=body.valid_from or audit.started_at,
+        now=audit.started_at,
+        valid_from=body.valid_from,
         valid_until=body.valid_until,
         epsilon_per_period=body.epsilon_per_period,
         delta_per_period=body.delta_per_period,
@@ -374,18 +396,18 @@ def create_grant(
 
 @router.post("/grants/{grant_id}/revoke", dependencies=WRITE, responses=_REFUSALS)
 def revoke_grant(
-    grant_id: int, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+    grant_id: RowId, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, lambda: management.grant_organisation(session, grant_id))
+    _authorise(session, state, principal, audit, lambda: management.grant_organisation(session, grant_id))
     change = management.revoke_grant(session, grant_id=grant_id, now=audit.started_at)
     return _changed(session, state, audit, change)
 
 
 @router.post("/grants/{grant_id}/expire", dependencies=WRITE, responses=_REFUSALS)
 def expire_grant(
-    grant_id: int, body: GrantExpire, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+    grant_id: RowId, body: GrantExpire, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, lambda: management.grant_organisation(session, grant_id))
+    _authorise(session, state, principal, audit, lambda: management.grant_organisation(session, grant_id))
     change = management.expire_grant(session, grant_id=grant_id, valid_until=body.valid_until, now=audit.started_at)
     return _changed(session, state, audit, change)
 
@@ -394,7 +416,9 @@ def expire_grant(
 def add_deny_rule(
     body: DenyRuleCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, body.organisation)
+    _authorise(session, state, principal, audit, body.organisation)
+    if management.rule_needs_register_admin(body.action):
+        _authorise(session, state, principal, audit, management.REGISTER)
     change = management.add_deny_rule(
         session,
         subject=body.subject,
@@ -408,8 +432,8 @@ def add_deny_rule(
 
 @router.delete("/deny-rules/{rule_id}", dependencies=WRITE, responses=_REFUSALS)
 def remove_deny_rule(
-    rule_id: int, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+    rule_id: RowId, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _authorise(session, state, principal, lambda: management.deny_organisation(session, rule_id))
+    _authorise(session, state, principal, audit, lambda: management.deny_organisation(session, rule_id))
     change = management.remove_deny_rule(session, rule_id=rule_id)
     return _changed(session, state, audit, change)

@@ -202,3 +202,106 @@ def test_bad_admin_requests_get_a_reason(api: Api, path: str, body: dict[str, An
     response = _as(api, "admin", "POST", path, body)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     assert api.events()[-1].decision == "deny"
+
+
+def _new_org_admin(api: Api, organisation: str = "veiligheid") -> str:
+    """An organisation with an administrator of its own (not of the register); returns the admin's key."""
+
+    def admin(method: str, path: str, body: dict[str, Any]) -> Any:
+        response = _as(api, "admin", method, path, body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    admin("POST", "/v1/admin/organisations", {"id": organisation, "display_name": organisation})
+    admin("POST", "/v1/admin/principals", {"id": "olga", "display_name": "Olga", "organisation": organisation})
+    admin(
+        "POST",
+        "/v1/admin/grants",
+        {
+            "subject": "principal:olga",
+            "organisation": organisation,
+            "dataset": organisation,
+            "action": "admin",
+            "purpose": "beheer",
+            "legal_basis": "public_task",
+            "legal_basis_text": "mandaat",
+        },
+    )
+    return str(admin("POST", "/v1/admin/keys", {"principal_id": "olga"})["token"])
+
+
+def test_an_organisation_admin_cannot_make_itself_admin_of_everything(api: Api) -> None:
+    """Found in review: an admin of one organisation granted itself admin on "*" and then ruled all."""
+    olga = {"Authorization": f"Bearer {_new_org_admin(api)}"}
+    escalate = {
+        "subject": "principal:olga",
+        "organisation": "veiligheid",
+        "dataset": "*",
+        "action": "admin",
+        "purpose": "beheer",
+        "legal_basis": "public_task",
+        "legal_basis_text": "x",
+    }
+    assert api.client.post("/v1/admin/grants", json=escalate, headers=olga).status_code == 403
+    oversight = {**escalate, "action": "audit:read", "purpose": "toezicht"}
+    assert api.client.post("/v1/admin/grants", json=oversight, headers=olga).status_code == 403
+    # Within its own organisation it administers; outside it, nothing.
+    assert api.client.get("/v1/admin/principals?organisation=veiligheid", headers=olga).status_code == 200
+    assert api.client.get("/v1/admin/principals?organisation=sociaal-domein", headers=olga).status_code == 403
+    assert (
+        api.client.post("/v1/admin/organisations", json={"id": "x", "display_name": "x"}, headers=olga).status_code
+        == 403
+    )
+    other_key = {"principal_id": "analist-sociaal-domein"}
+    assert api.client.post("/v1/admin/keys", json=other_key, headers=olga).status_code == 403
+
+
+def test_an_expired_admin_grant_administers_nothing(api: Api) -> None:
+    olga = {"Authorization": f"Bearer {_new_org_admin(api)}"}
+    assert api.client.get("/v1/admin/principals?organisation=veiligheid", headers=olga).status_code == 200
+    grants = _as(api, "admin", "GET", "/v1/admin/grants?organisation=veiligheid").json()["grants"]
+    grant = next(g for g in grants if g["action"] == "admin")
+    moment = grant["valid_from"]
+    expired = _as(api, "admin", "POST", f"/v1/admin/grants/{grant['id']}/expire", {"valid_until": moment})
+    assert expired.status_code == 200, expired.text
+    assert api.client.get("/v1/admin/principals?organisation=veiligheid", headers=olga).status_code == 403
+
+
+def test_a_grant_that_starts_later_decides_nothing_yet(api: Api) -> None:
+    body = {
+        "subject": "role:analist",
+        "organisation": "sociaal-domein",
+        "dataset": "bijstand",
+        "action": "export",
+        "purpose": "beleidsinformatie",
+        "legal_basis": "public_task",
+        "legal_basis_text": "x",
+        "valid_from": "2099-01-01T00:00Z",
+    }
+    created = _as(api, "admin", "POST", "/v1/admin/grants", body)
+    assert created.status_code == 201, created.text
+    assert created.json()["after"]["valid_from"].startswith("2099-01-01")
+    active = _as(api, "admin", "GET", "/v1/admin/grants?organisation=sociaal-domein&action=export").json()["grants"]
+    assert active == []
+
+
+def test_token_user_ids_are_reserved_and_unregistered_organisations_refused(api: Api) -> None:
+    reserved = {"id": "oidc:u-1234", "display_name": "x", "organisation": "sociaal-domein"}
+    assert _as(api, "admin", "POST", "/v1/admin/principals", reserved).status_code == 409
+    unknown = {"id": "newbie", "display_name": "x", "organisation": "brand-new"}
+    response = _as(api, "admin", "POST", "/v1/admin/principals", unknown)
+    assert response.status_code == 409
+    assert "not registered" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/v1/admin/grants/99999999999999999999999/revoke", "/v1/admin/grants/0/revoke"])
+def test_absurd_ids_are_refused_not_crashed(api: Api, path: str) -> None:
+    assert _as(api, "admin", "POST", path).status_code == 422
+
+
+def test_role_inheritance_can_be_removed(api: Api) -> None:
+    body = {"role": "senior", "parent": "analist", "organisation": "sociaal-domein"}
+    assert _as(api, "admin", "POST", "/v1/admin/roles/inherit", body).status_code == 200
+    query = "role=senior&parent=analist&organisation=sociaal-domein"
+    assert _as(api, "admin", "DELETE", f"/v1/admin/roles/inherit?{query}").status_code == 200
+    assert _as(api, "admin", "DELETE", f"/v1/admin/roles/inherit?{query}").status_code == 404

@@ -152,3 +152,25 @@ def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_tw
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code"),
+    [
+        (["keys", "issue", "analist-sociaal-domein", "--expires", "next tuesday"], 2),
+        (
+            [
+                "grants", "create", "--subject", "role:analist", "--org", "sociaal-domein", "--dataset", "bijstand",
+                "--action", "aggregate", "--purpose", "beleidsinformatie", "--basis", "public_task",
+                "--basis-text", "x", "--epsilon", "inf",
+            ],
+            1,
+        ),
+        (["principals", "create", "p2", "--org", "sociaal-domein", "--name", "P", "--kind", "robot"], 1),
+        (["principals", "create", "oidc:someone", "--org", "sociaal-domein", "--name", "P"], 1),
+    ],
+)  # fmt: skip
+def test_bad_administration_is_refused_with_a_reason(data_dir: Path, arguments: list[str], code: int) -> None:
+    result = runner.invoke(app, [*arguments, "--data-dir", str(data_dir)])
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output

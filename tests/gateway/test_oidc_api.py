@@ -141,3 +141,24 @@ def test_a_user_disabled_by_the_administrator_is_refused_whatever_the_token_says
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     assert client.post("/v1/admin/principals/oidc:u-1234/disable", headers=admin).status_code == 200
     assert _ask(client, provider.token()).status_code == 401
+
+
+def test_a_token_cannot_move_a_user_to_another_organisation(oidc: tuple[TestClient, Provider, dict[str, str]]) -> None:
+    client, provider, keys = oidc
+    assert _ask(client, provider.token()).status_code == 200
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    created = client.post("/v1/admin/organisations", json={"id": "veiligheid", "display_name": "VH"}, headers=admin)
+    assert created.status_code == 201
+    moved = _ask(client, provider.token(organisation="veiligheid"))
+    assert moved.status_code == 401
+    assert "administrator must move" in moved.json()["detail"]
+
+
+def test_an_older_token_does_not_bring_back_a_role_the_provider_removed(
+    oidc: tuple[TestClient, Provider, dict[str, str]],
+) -> None:
+    client, provider, _ = oidc
+    old = provider.token(iat=int(time.time()) - 60)
+    assert _ask(client, old).status_code == 200
+    assert _ask(client, provider.token(roles=["Iedereen"])).status_code == 403
+    assert _ask(client, old).status_code == 403  # replayed, still valid, but older

@@ -110,3 +110,57 @@ def test_inherited_roles_are_reported_and_a_role_cannot_inherit_itself(sessions:
     engine = PolicyEngine(sessions, poll_seconds=0)
     assert engine.role_names("sam", "sd") == ["analist", "senior"]
     assert engine.role_names("sam", "wonen") == []
+
+
+def test_role_chains_are_followed_as_deep_as_casbin_follows_them(sessions: sessionmaker[Session]) -> None:
+    """casbin's role manager stops after 10 links; the index must not reach further (review finding)."""
+    with sessions() as session:
+        service.register_purpose(session, code="beleid", description="d", owner="o")
+        service.create_principal(session, principal_id="p", display_name="p", organisation="sd", kind="user", now=NOW)
+        service.assign_role(session, principal_id="p", role="r0", domain="sd")
+        for level in range(14):
+            service.inherit_role(session, role=f"r{level}", parent=f"r{level + 1}", domain="sd")
+        for level in range(15):
+            grant(session, subject=f"role:r{level}", domain="sd", dataset=f"d{level}", purpose="beleid")
+        session.commit()
+    engine = PolicyEngine(sessions, poll_seconds=0)
+    model = casbin.Model()
+    model.load_model_from_text(model_text())
+    plain = casbin.Enforcer(model)
+    with sessions() as session:
+        for line in _rule_lines(session):
+            ptype, *values = [part.strip() for part in line.split(",")]
+            (plain.add_policy if ptype == "p" else plain.add_grouping_policy)(*values)
+    answers = []
+    for level in range(15):
+        request = ("principal:p", "sd", f"d{level}", "aggregate", "beleid")
+        assert engine.allows(*request) == plain.enforce(*request), level
+        answers.append(engine.allows(*request))
+    assert answers[0]  # both answers occur
+    assert not answers[-1]
+
+
+def test_a_reload_never_goes_back_to_an_older_policy(sessions: sessionmaker[Session]) -> None:
+    """A transaction that began before the latest change sees an older version; reloading from it must
+    not swap the older policy back in (review finding). Simulated by a version row that reads lower."""
+    from sqlalchemy import update
+
+    from policies.models import PolicyVersion
+
+    with sessions() as session:
+        _policy(session)
+    engine = PolicyEngine(sessions, poll_seconds=0)
+    with sessions() as session:
+        service.add_deny_rule(
+            session, subject="role:analist", domain="sd", dataset="*", action="aggregate", purpose="*"
+        )
+        session.commit()
+        engine.reload(session)
+    newest = engine.version
+    assert not engine.allows("principal:ana", "sd", "sd_jeugd", "aggregate", "beleid")
+    with sessions() as stale:
+        stale.execute(update(PolicyVersion).values(version=newest - 1))
+        engine.reload(stale)  # what an older transaction would see
+        stale.rollback()
+    assert engine.version == newest
+    assert not engine.allows("principal:ana", "sd", "sd_jeugd", "aggregate", "beleid")

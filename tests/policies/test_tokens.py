@@ -136,11 +136,12 @@ def test_symmetric_algorithms_cannot_be_configured() -> None:
         OidcConfig(issuer=ISSUER, audience=AUDIENCE, algorithms=("HS256",))
 
 
-def test_roles_are_taken_as_named_without_a_map_and_odd_subjects_are_hashed(provider: Provider) -> None:
+def test_unmapped_roles_count_for_nothing_and_odd_subjects_are_hashed(provider: Provider) -> None:
+    """The provider cannot invent Datapoort roles: without a mapping for it, a group gives no role."""
     config = OidcConfig(issuer=ISSUER, audience=AUDIENCE, default_organisation="sociaal-domein")
-    token = provider.token(sub="ada@voorbeeldstad.nl", organisation=None, roles="analist")
+    token = provider.token(sub="ada@voorbeeldstad.nl", organisation=None, roles=["analist", "beheerder"])
     identity = verify(token, config, JwksFile(provider.path))
-    assert identity.roles == ("analist",)
+    assert identity.roles == ()
     assert identity.organisation == "sociaal-domein"
     assert identity.principal_id.startswith("oidc:")
     assert "@" not in identity.principal_id
