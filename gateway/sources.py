@@ -141,13 +141,14 @@ class Sources:
         self._within_bounds: dict[str, tuple[_Fingerprint, bool]] = {}
 
     def needs_bounding(self, name: str, dataset: DatasetSpec) -> bool:
-        """Whether the source may hold a unit with more than ``max_contributions`` rows.
+        """Whether the source may hold a unit with more than ``max_contributions`` rows (or a row without
+        a unit).
 
         A file is checked once per version; a database table can change between any two queries, so it
         is always bounded. Skipping the bounding step where it would remove nothing changes no answer.
         What it can change is a query's running time, which tells whether the file as a whole holds such
         a unit: one bit about the file, fixed until it changes, that the operator declared anyway by
-        setting ``max_contributions``.
+        setting ``max_contributions`` (and one bit: whether every row has a unit).
         """
         return self._verified(name, dataset) is None
 
@@ -162,12 +163,12 @@ class Sources:
         if cached is not None and cached[0] == before:
             return before if cached[1] else None
         try:
-            most = int(self.duckdb.fetch_all(contributions_sql(dataset))[0][0])
+            most, without_unit = (int(value) for value in self.duckdb.fetch_all(contributions_sql(dataset))[0])
         except SourceUnavailable:
             return None
         if _fingerprint(dataset.source.path) != before:
             return None  # changed while it was being checked: check again next time
-        within = most <= dataset.max_contributions
+        within = most <= dataset.max_contributions and without_unit == 0
         with self._lock:
             self._within_bounds[name] = (before, within)
         return before if within else None

@@ -270,3 +270,16 @@ def test_a_csv_row_that_does_not_fit_the_guessed_type_is_null_not_an_error(tmp_p
     rows = [f"p{i},A,{i % 500}.5" for i in range(30_000)] + ["victim,A,onbekend"]
     dataset = _payments(tmp_path, rows)
     assert _run(dataset, "SELECT COUNT(amount) FROM payments")[()][0] == 3 + 30_000
+
+
+def test_a_file_with_rows_without_a_unit_is_never_read_the_fast_way(tmp_path: Path) -> None:
+    """The fast form neither reads nor tests the unit, so it is only for files where every row has one."""
+    from gateway.sources import Sources
+
+    sources = Sources()
+    dataset = _payments(tmp_path, [",A,5.0"])  # one row without a person
+    assert sources.needs_bounding("payments", dataset)
+    plan = parse_sql("SELECT COUNT(*) FROM payments")
+    compiled = compile_statistics(plan, dataset, plan_statistics(plan, dataset))
+    assert sources.run("payments", dataset, compiled) == [(3,)]  # the row without a unit is not counted
+    sources.close()
