@@ -6,15 +6,17 @@ released answer) commit together or not at all. The service never commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from audit import checkpoints
 from audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hash
 from audit.exceptions import AuditUnavailable
 from audit.models import AuditEvent
@@ -76,6 +78,7 @@ def append_event(session: Session, draft: EventDraft) -> AuditEvent:
         event = AuditEvent(**fields)
         session.add(event)
         session.flush()
+        checkpoints.maybe_checkpoint(session, event)
     except SQLAlchemyError as exc:
         raise AuditUnavailable(f"the audit event could not be written: {type(exc).__name__}") from exc
     return event
@@ -143,4 +146,52 @@ def verify_chain(session: Session, *, batch_size: int = 5000) -> ChainVerificati
         events_checked=checked,
         head_sequence=last.sequence if last else None,
         head_hash=last.hash if last else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogVerification:
+    """The chain and its checkpoints together: what ``datapoort audit verify`` reports."""
+
+    chain: ChainVerification
+    checkpoints: checkpoints.CheckpointVerification | None
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and (self.checkpoints is None or self.checkpoints.ok)
+
+    @property
+    def first_broken_sequence(self) -> int | None:
+        if not self.chain.ok:
+            return self.chain.first_broken_sequence
+        return self.checkpoints.first_broken_sequence if self.checkpoints is not None else None
+
+    @property
+    def problem(self) -> str | None:
+        if not self.chain.ok:
+            return self.chain.problem
+        return self.checkpoints.problem if self.checkpoints is not None else None
+
+    def report(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "events_checked": self.chain.events_checked,
+            "head_sequence": self.chain.head_sequence,
+            "head_hash": self.chain.head_hash,
+            "checkpoints_checked": self.checkpoints.checkpoints_checked if self.checkpoints else None,
+            "latest_checkpoint": self.checkpoints.latest_sequence if self.checkpoints else None,
+            "first_broken_sequence": self.first_broken_sequence,
+            "problem": self.problem,
+        }
+
+
+def verify_log(session: Session, public_keys: Mapping[str, Ed25519PublicKey] | None) -> LogVerification:
+    """Verify the hash chain, then (given the public keys) every signed checkpoint against it. Without
+    keys only the chain is checked, which cannot see events removed from its end."""
+    chain = verify_chain(session)
+    if public_keys is None or not chain.ok:
+        return LogVerification(chain, None)
+    return LogVerification(
+        chain,
+        checkpoints.verify_checkpoints(session, public_keys, chain_head=chain.head_sequence),
     )

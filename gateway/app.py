@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway import __version__
+from gateway.audit_keys import checkpoint_policy
 from gateway.catalog import load_catalog
 from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
 from gateway.identity import TokenAuthority
 from gateway.middleware import RequestContextMiddleware
-from gateway.routers import admin, catalog, health, query
+from gateway.routers import admin, audit, catalog, health, query
 from gateway.settings import Settings
 from gateway.sources import Sources
 from gateway.state import GatewayState
@@ -22,7 +23,7 @@ from policies.enforcer import PolicyEngine
 
 def build_state(settings: Settings) -> GatewayState:
     engine = create_state_engine(settings.state_database_url)
-    sessions = session_factory(engine)
+    sessions = session_factory(engine, checkpoint_policy(settings))
     return GatewayState(
         settings=settings,
         engine=engine,
@@ -66,4 +67,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(query.router)
     app.include_router(catalog.router)
     app.include_router(admin.router)
+    app.include_router(audit.router)
     return app

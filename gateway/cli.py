@@ -105,9 +105,17 @@ def demo(
         built = generator.generate(settings.data_dir, residents=residents)
         typer.echo("  " + ", ".join(f"{name}: {rows:,} rows" for name, rows in built.rows.items()))
 
+    from audit import checkpoints
+    from gateway.audit_keys import checkpoint_policy
+    from gateway.settings import DEFAULT_PUBLIC_KEY, DEFAULT_SIGNING_KEY
+
+    if settings.audit_signing_key_path is None and not (settings.data_dir / DEFAULT_SIGNING_KEY).exists():
+        checkpoints.generate_key_pair(settings.data_dir / DEFAULT_SIGNING_KEY, settings.data_dir / DEFAULT_PUBLIC_KEY)
     engine = create_state_engine(settings.state_database_url)
     try:
-        setup.provision(session_factory(engine), settings.data_dir, instance=settings.instance)
+        setup.provision(
+            session_factory(engine, checkpoint_policy(settings)), settings.data_dir, instance=settings.instance
+        )
     finally:
         engine.dispose()
     keys_file = settings.data_dir / setup.KEYS_FILE
@@ -230,29 +238,67 @@ def query(
 
 
 @audit_app.command("verify")
-def audit_verify(data_dir: DataDir = Path(".datapoort")) -> None:
-    """Recompute the audit hash chain; exit 1 at the first broken event."""
-    from audit.service import verify_chain
+def audit_verify(
+    data_dir: DataDir = Path(".datapoort"),
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="An Ed25519 public key (PEM) that signed checkpoints; repeatable."),
+    ] = None,
+) -> None:
+    """Recompute the audit hash chain and check the signed checkpoints; exit 1 at the first broken event.
+
+    With only public keys (given, configured, or the data dir's), this proves the log complete up to its
+    latest checkpoint."""
+    from audit import checkpoints
+    from audit.service import verify_log
+    from gateway.audit_keys import verification_keys
     from gateway.db import create_state_engine, session_factory
 
     settings = _settings(data_dir)
+    keys = checkpoints.load_public_keys(public_key) if public_key else verification_keys(settings)
     engine = create_state_engine(settings.state_database_url)
     try:
         with session_factory(engine)() as session:
-            result = verify_chain(session)
+            result = verify_log(session, keys or None)
     finally:
         engine.dispose()
+    if not keys:
+        typer.echo("no public key: events removed from the end of the log cannot be detected", err=True)
     if result.ok:
+        signed = (
+            f"; {result.checkpoints.checkpoints_checked} signed checkpoints, the latest at "
+            f"#{result.checkpoints.latest_sequence}"
+            if result.checkpoints is not None
+            else ""
+        )
         typer.echo(
-            f"audit chain intact: {result.events_checked} events, head #{result.head_sequence} {result.head_hash}"
+            f"audit log intact: {result.chain.events_checked} events, head #{result.chain.head_sequence} "
+            f"{result.chain.head_hash}{signed}"
         )
         return
     typer.echo(
-        f"audit chain BROKEN at sequence {result.first_broken_sequence}: {result.problem} "
-        f"({result.events_checked} events verified before it)",
+        f"audit log BROKEN at sequence {result.first_broken_sequence}: {result.problem} "
+        f"({result.chain.events_checked} events verified)",
         err=True,
     )
     raise typer.Exit(1)
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write the key pair.")] = Path(".datapoort"),
+) -> None:
+    """Create an Ed25519 key pair for signing checkpoints (the private key mode 0600; never overwritten)."""
+    from audit import checkpoints
+    from gateway.settings import DEFAULT_PUBLIC_KEY, DEFAULT_SIGNING_KEY
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private, public = out_dir / DEFAULT_SIGNING_KEY, out_dir / DEFAULT_PUBLIC_KEY
+    if private.exists():
+        typer.echo(f"{private} exists; rotate by moving it away first (keep its public key for verifying)", err=True)
+        raise typer.Exit(1)
+    kid = checkpoints.generate_key_pair(private, public)
+    typer.echo(f"key {kid}: private {private} (0600), public {public}")
 
 
 def main() -> None:
@@ -283,6 +329,7 @@ def _administer(data_dir: Path, work: Any, *, read: bool = False) -> None:
     import secrets
     from datetime import UTC, datetime
 
+    from gateway.audit_keys import checkpoint_policy
     from gateway.audit_trail import AuditContext, commit_with_event, describe_change, new_traceparent
     from gateway.db import create_state_engine, session_factory
     from policies.exceptions import PolicyError
@@ -292,7 +339,7 @@ def _administer(data_dir: Path, work: Any, *, read: bool = False) -> None:
     _upgrade(settings)
     engine = create_state_engine(settings.state_database_url)
     try:
-        with session_factory(engine)() as session:
+        with session_factory(engine, checkpoint_policy(settings))() as session:
             context = AuditContext.start(
                 request_id=secrets.token_hex(16),
                 action="admin:read" if read else "admin",

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from audit.checkpoints import SESSION_INFO_KEY, CheckpointPolicy
 from audit.models import AuditBase
 from policies.models import PoliciesBase
 
@@ -40,5 +41,7 @@ def create_state_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, checkpoints: CheckpointPolicy | None = None) -> sessionmaker[Session]:
+    """Sessions of the state database; with a ``CheckpointPolicy``, their audit appends sign checkpoints."""
+    info = {SESSION_INFO_KEY: checkpoints} if checkpoints is not None else {}
+    return sessionmaker(engine, expire_on_commit=False, info=info)

@@ -9,6 +9,18 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_SIGNING_KEY = "audit-signing-key.pem"
+DEFAULT_PUBLIC_KEY = "audit-signing-key.pub.pem"
+
+
+def private_key_file(path: Path) -> Path:
+    """Key material readable by other users is refused: better not to start than to run with it."""
+    if not path.is_file():
+        raise ValueError(f"key file {path} does not exist")
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(f"key file {path} is accessible by group or others; chmod 600 it")
+    return path
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DATAPOORT_", env_file=".env", extra="ignore")
@@ -21,6 +33,13 @@ class Settings(BaseSettings):
     audit_signing_key_path: Path | None = Field(
         default=None, description="Ed25519 private key (PEM) that signs audit checkpoints. No default."
     )
+    audit_public_key_paths: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM) that verify checkpoints, e.g. keys rotated out; the signing "
+        "key's own public key is always included.",
+    )
+    audit_checkpoint_every_events: int = Field(default=1000, ge=1, description="Sign the chain head this often...")
+    audit_checkpoint_every_seconds: float = Field(default=300, gt=0, description="... or after this long.")
     pseudonym_key_path: Path | None = Field(
         default=None, description="Master secret for partner pseudonyms. No default."
     )
@@ -69,14 +88,7 @@ class Settings(BaseSettings):
     @field_validator("audit_signing_key_path", "pseudonym_key_path")
     @classmethod
     def _key_file_is_private(cls, path: Path | None) -> Path | None:
-        """Key material readable by other users is refused: better not to start than to run with it."""
-        if path is None:
-            return None
-        if not path.is_file():
-            raise ValueError(f"key file {path} does not exist")
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ValueError(f"key file {path} is accessible by group or others; chmod 600 it")
-        return path
+        return None if path is None else private_key_file(path)
 
     @model_validator(mode="after")
     def _epsilon_defaults_agree(self) -> Settings:
@@ -102,6 +114,16 @@ class Settings(BaseSettings):
     @property
     def state_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    @property
+    def signing_key_file(self) -> Path | None:
+        """The configured checkpoint signing key, or the one ``datapoort demo`` keeps in the data dir."""
+        if self.audit_signing_key_path is not None:
+            return self.audit_signing_key_path
+        default = self.data_dir / DEFAULT_SIGNING_KEY
+        if default.is_file():
+            return private_key_file(default)
+        return None
 
     @property
     def catalog_path(self) -> Path:

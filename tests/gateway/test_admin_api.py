@@ -305,3 +305,13 @@ def test_role_inheritance_can_be_removed(api: Api) -> None:
     query = "role=senior&parent=analist&organisation=sociaal-domein"
     assert _as(api, "admin", "DELETE", f"/v1/admin/roles/inherit?{query}").status_code == 200
     assert _as(api, "admin", "DELETE", f"/v1/admin/roles/inherit?{query}").status_code == 404
+
+
+def test_the_privacy_officer_verifies_the_log_through_the_api(api: Api) -> None:
+    response = _as(api, "privacy_officer", "GET", "/v1/audit/verify")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["ok"] is True
+    assert report["events_checked"] >= 1
+    assert api.events()[-1].action == "audit:verify"
+    assert _as(api, "analyst", "GET", "/v1/audit/verify").status_code == 403

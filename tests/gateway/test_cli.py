@@ -187,3 +187,25 @@ def test_query_needs_a_key_and_one_question(monkeypatch: pytest.MonkeyPatch) -> 
     assert runner.invoke(app, ["query", "--purpose", "p"]).exit_code == 2
     unreachable = runner.invoke(app, ["query", "--purpose", "p", "--sql", "SELECT 1", "--url", "http://127.0.0.1:9"])
     assert unreachable.exit_code == 3
+
+
+def test_the_demo_signs_checkpoints_and_verify_checks_them_with_the_public_key(demo_data_dir: Path) -> None:
+    assert stat.S_IMODE((demo_data_dir / "audit-signing-key.pem").stat().st_mode) == 0o600
+    public = demo_data_dir / "audit-signing-key.pub.pem"
+    result = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir), "--public-key", str(public)])
+    assert result.exit_code == 0, result.output
+    assert "signed checkpoints, the latest at #1" in result.output
+    # Cut the log short: only the signed checkpoint can tell.
+    with sqlite3.connect(demo_data_dir / "state.db") as connection:
+        connection.execute("DELETE FROM audit_event")
+    result = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir), "--public-key", str(public)])
+    assert result.exit_code == 1
+    assert "BROKEN at sequence 1" in result.output
+
+
+def test_keygen_writes_a_private_key_once(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", "keygen", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((tmp_path / "audit-signing-key.pem").stat().st_mode) == 0o600
+    again = runner.invoke(app, ["audit", "keygen", "--out-dir", str(tmp_path)])
+    assert again.exit_code == 1
