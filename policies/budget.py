@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from policies.exceptions import BudgetExhausted
@@ -323,3 +323,37 @@ def settle(session: Session, spend_id: int, outcome: str) -> None:
     session.execute(
         update(BudgetSpend).where(BudgetSpend.id == spend_id, BudgetSpend.status == RESERVED).values(status=outcome)
     )
+
+
+def usage(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    principal_id: str | None = None,
+    dataset: str | None = None,
+) -> list[dict[str, object]]:
+    """Privacy budget used per principal, dataset and period (reserved, released and failed alike: all
+    of it counts), for the privacy officer's review."""
+    columns = (BudgetSpend.principal_id, BudgetSpend.dataset, BudgetSpend.period)
+    statement = select(*columns, func.sum(BudgetSpend.epsilon), func.sum(BudgetSpend.delta), func.count())
+    if since is not None:
+        statement = statement.where(BudgetSpend.spent_at >= since)
+    if until is not None:
+        statement = statement.where(BudgetSpend.spent_at < until)
+    if principal_id is not None:
+        statement = statement.where(BudgetSpend.principal_id == principal_id)
+    if dataset is not None:
+        statement = statement.where(BudgetSpend.dataset == dataset)
+    statement = statement.group_by(*columns).order_by(*columns)
+    return [
+        {
+            "principal_id": principal,
+            "dataset": name,
+            "period": period,
+            "epsilon": float(epsilon or 0.0),
+            "delta": float(delta or 0.0),
+            "queries": int(count),
+        }
+        for principal, name, period, epsilon, delta, count in session.execute(statement)
+    ]

@@ -1,31 +1,35 @@
 """``/v1/audit``: the privacy officer's view of the audit log (oversight: ``audit:read`` on ``audit``
-for purpose ``toezicht``). Reading the log is itself audited."""
+for purpose ``toezicht``). Every reading is itself an audit event, committed before anything is sent."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+from sqlalchemy.orm import Session
 
+from audit import review
 from audit.service import verify_log
 from gateway.audit_keys import verification_keys
-from gateway.audit_trail import respond
+from gateway.audit_trail import AuditContext, commit_with_event, respond
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.state import GatewayState
+from policies import budget as budget_service
 from policies import service as policy_service
 from policies.management import OVERSIGHT_ACTION, OVERSIGHT_PURPOSE
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 AUDIT_OBJECT = "audit"
-_REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}}
+_REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 422: {}}
+Name = Annotated[str | None, Query(max_length=128)]
 
 
-@router.get(
-    "/verify",
-    responses=_REFUSALS,
-    summary="Check the hash chain and every signed checkpoint; report the first broken sequence",
-    dependencies=[Depends(audited_as("audit:verify"))],
-)
-def verify_audit_log(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+def _oversee(
+    session: Session, state: GatewayState, principal: policy_service.AuthenticatedPrincipal, audit: AuditContext
+) -> None:
     grant = policy_service.authorize(
         session,
         state.policy_engine,
@@ -36,6 +40,127 @@ def verify_audit_log(principal: PrincipalDep, session: SessionDep, state: StateD
         now=audit.started_at,
     )
     audit.event.dataset, audit.event.purpose, audit.event.legal_basis = AUDIT_OBJECT, grant.purpose, grant.legal_basis
+
+
+def _filter(
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    principal_id: Name = None,
+    organisation: Name = None,
+    dataset: Name = None,
+    purpose: Name = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    decision: Annotated[Literal["allow", "deny", "error"] | None, Query()] = None,
+) -> review.EventFilter:
+    return review.EventFilter(
+        since=since,
+        until=until,
+        principal_id=principal_id,
+        organisation=organisation,
+        dataset=dataset,
+        purpose=purpose,
+        action=action,
+        decision=decision,
+    )
+
+
+FilterDep = Annotated[review.EventFilter, Depends(_filter)]
+
+
+@router.get(
+    "/verify",
+    responses=_REFUSALS,
+    summary="Check the hash chain and every signed checkpoint; report the first broken sequence",
+    dependencies=[Depends(audited_as("audit:verify"))],
+)
+def verify_audit_log(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+    _oversee(session, state, principal, audit)
     keys = verification_keys(state.settings)
     result = verify_log(session, keys or None)
     return respond(session, audit, result.report())
+
+
+@router.get(
+    "/events",
+    responses=_REFUSALS,
+    summary="Events by time range, principal, organisation, dataset, purpose, action and decision, a page at a time",
+    dependencies=[Depends(audited_as("audit:read"))],
+)
+def list_events(
+    where: FilterDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    audit: AuditDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="The cursor: the last sequence already seen.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=review.MAX_PAGE)] = 100,
+) -> Response:
+    _oversee(session, state, principal, audit)
+    audit.event.query = f"events {where.describe()} after {after} limit {limit}"
+    events, cursor = review.page(session, where, after=after, limit=limit)
+    return respond(session, audit, {"events": events, "next": cursor}, rows_released=len(events))
+
+
+@router.get(
+    "/events/export",
+    responses=_REFUSALS,
+    summary="The same selection, all of it, streamed as JSON lines or CSV",
+    dependencies=[Depends(audited_as("audit:export"))],
+)
+def export_events(
+    where: FilterDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    audit: AuditDep,
+    format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
+) -> StreamingResponse:
+    _oversee(session, state, principal, audit)
+    audit.event.query = f"export {format} {where.describe()}"
+    # The reading is recorded before the first byte leaves; the stream's size is not known in advance.
+    commit_with_event(session, audit, audit.finish(decision="allow"))
+
+    def body() -> Iterator[bytes]:
+        with state.sessions() as reader:
+            records = review.stream(reader, where)
+            yield from review.as_json_lines(records) if format == "jsonl" else review.as_csv(records)
+
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    return StreamingResponse(body(), media_type=media)
+
+
+@router.get(
+    "/budget",
+    responses=_REFUSALS,
+    summary="Privacy budget used per principal, dataset and period",
+    dependencies=[Depends(audited_as("audit:read"))],
+)
+def budget_use(
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    audit: AuditDep,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    principal_id: Name = None,
+    dataset: Name = None,
+) -> Response:
+    _oversee(session, state, principal, audit)
+    audit.event.query = "budget use"
+    rows = budget_service.usage(session, since=since, until=until, principal_id=principal_id, dataset=dataset)
+    return respond(session, audit, {"budget_use": rows}, rows_released=len(rows))
+
+
+@router.get(
+    "/denials",
+    responses=_REFUSALS,
+    summary="Refused requests, counted by reason, action, organisation and principal",
+    dependencies=[Depends(audited_as("audit:read"))],
+)
+def denials(
+    where: FilterDep, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+) -> Response:
+    _oversee(session, state, principal, audit)
+    audit.event.query = f"denials {where.describe()}"
+    rows = review.denial_summary(session, where)
+    return respond(session, audit, {"denials": rows}, rows_released=len(rows))

@@ -1,0 +1,118 @@
+"""What the privacy officer asks of the log: selections of events, page by page or as a stream, and
+summaries of refusals. Read-only; the caller audits the reading itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, Unpack
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from audit.chain import HASHED_FIELDS, format_timestamp
+from audit.models import AuditEvent
+
+SelectT = TypeVar("SelectT", bound=Select[Unpack[tuple[Any, ...]]])
+EXPORTED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "hash")
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    principal_id: str | None = None
+    organisation: str | None = None
+    dataset: str | None = None
+    purpose: str | None = None
+    action: str | None = None
+    decision: str | None = None
+
+    def describe(self) -> str:
+        """The selection as text, for the audit event of the reading."""
+        parts = {name: getattr(self, name) for name in self.__dataclass_fields__ if getattr(self, name) is not None}
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    def apply(self, statement: SelectT) -> SelectT:
+        if self.since is not None:
+            statement = statement.where(AuditEvent.occurred_at >= self.since)
+        if self.until is not None:
+            statement = statement.where(AuditEvent.occurred_at < self.until)
+        for column, value in (
+            (AuditEvent.principal_id, self.principal_id),
+            (AuditEvent.organisation, self.organisation),
+            (AuditEvent.dataset, self.dataset),
+            (AuditEvent.purpose, self.purpose),
+            (AuditEvent.action, self.action),
+            (AuditEvent.decision, self.decision),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        return statement
+
+
+def event_record(event: AuditEvent) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for name in EXPORTED_FIELDS:
+        value = getattr(event, name)
+        record[name] = format_timestamp(value) if isinstance(value, datetime) else value
+    return record
+
+
+def page(
+    session: Session, where: EventFilter, *, after: int = 0, limit: int = 100
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Events matching ``where`` with a sequence above ``after``, oldest first; and the cursor for the next
+    page (``None`` when this was the last). A cursor is a sequence number, so pages never shift when new
+    events arrive."""
+    limit = max(1, min(limit, MAX_PAGE))
+    statement = where.apply(select(AuditEvent).where(AuditEvent.sequence > after))
+    events = list(session.scalars(statement.order_by(AuditEvent.sequence).limit(limit + 1)))
+    more = len(events) > limit
+    events = events[:limit]
+    return [event_record(event) for event in events], events[-1].sequence if more and events else None
+
+
+def stream(session: Session, where: EventFilter, *, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Every matching event, in batches (a server-side cursor on PostgreSQL), in constant memory."""
+    statement = where.apply(select(AuditEvent)).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)
+    result = session.scalars(statement)
+    try:
+        for event in result:
+            yield event_record(event)
+            session.expunge(event)
+    finally:
+        result.close()
+
+
+def as_json_lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for record in records:
+        yield json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
+
+
+def as_csv(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORTED_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    yield buffer.getvalue().encode()
+    for record in records:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(record)
+        yield buffer.getvalue().encode()
+
+
+def denial_summary(session: Session, where: EventFilter) -> list[dict[str, Any]]:
+    """Refused requests counted by reason, action, organisation and principal, most frequent first."""
+    columns = (AuditEvent.reason, AuditEvent.action, AuditEvent.organisation, AuditEvent.principal_id)
+    statement = where.apply(select(*columns, func.count()).where(AuditEvent.decision == "deny"))
+    statement = statement.group_by(*columns).order_by(func.count().desc(), *columns)
+    return [
+        {"reason": reason, "action": action, "organisation": organisation, "principal_id": principal, "count": count}
+        for reason, action, organisation, principal, count in session.execute(statement)
+    ]
