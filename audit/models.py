@@ -56,3 +56,18 @@ class AuditCheckpoint(AuditBase):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class AuditAnchor(AuditBase):
+    """Where the chain starts after events before it were pruned: the last removed event's sequence and
+    hash, signed (Ed25519) so that nobody can cut the log's beginning by writing an anchor of their own."""
+
+    __tablename__ = "audit_anchor"
+
+    sequence: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    hash: Mapped[str] = mapped_column(String(64))
+    pruned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(128))

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from audit import checkpoints
+from audit import checkpoints, retention
 from audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hash
 from audit.exceptions import AuditUnavailable
 from audit.models import AuditEvent
@@ -70,7 +70,11 @@ def append_event(session: Session, draft: EventDraft) -> AuditEvent:
         head = session.execute(
             select(AuditEvent.sequence, AuditEvent.hash).order_by(AuditEvent.sequence.desc()).limit(1)
         ).first()
-        sequence, prev_hash = (head[0] + 1, head[1]) if head is not None else (1, GENESIS_HASH)
+        if head is not None:
+            sequence, prev_hash = head[0] + 1, head[1]
+        else:  # an empty log, or one pruned to nothing: go on from the anchor
+            anchor = retention.latest_anchor(session)
+            sequence, prev_hash = (anchor.sequence + 1, anchor.hash) if anchor is not None else (1, GENESIS_HASH)
         fields = asdict(draft)
         fields["sequence"] = sequence
         fields["prev_hash"] = prev_hash
@@ -111,8 +115,11 @@ def verify_chain(session: Session, *, batch_size: int = 5000) -> ChainVerificati
     Detects an edited field, an inserted, removed or reordered event anywhere before the head.
     Removing events from the end of the log is only detectable against a signed checkpoint.
     """
-    expected_prev = GENESIS_HASH
-    expected_sequence = 1
+    # After retention pruning the chain starts at the latest anchor (its signature is checked by
+    # ``verify_log``, which has the public keys).
+    anchor = retention.latest_anchor(session)
+    expected_prev = anchor.hash if anchor is not None else GENESIS_HASH
+    expected_sequence = anchor.sequence + 1 if anchor is not None else 1
     checked = 0
     last: AuditEvent | None = None
     with _events_in_order(session, batch_size) as events:
@@ -191,6 +198,13 @@ def verify_log(session: Session, public_keys: Mapping[str, Ed25519PublicKey] | N
     chain = verify_chain(session)
     if public_keys is None or not chain.ok:
         return LogVerification(chain, None)
+    forged = retention.verify_anchors(session, public_keys)
+    if forged is not None:
+        anchor = retention.latest_anchor(session)
+        start = anchor.sequence + 1 if anchor is not None else 1
+        return LogVerification(
+            chain, checkpoints.CheckpointVerification(False, 0, None, first_broken_sequence=start, problem=forged)
+        )
     return LogVerification(
         chain,
         checkpoints.verify_checkpoints(session, public_keys, chain_head=chain.head_sequence),

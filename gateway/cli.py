@@ -284,6 +284,52 @@ def audit_verify(
     raise typer.Exit(1)
 
 
+@audit_app.command("prune")
+def audit_prune(
+    data_dir: DataDir = Path(".datapoort"),
+    before: Annotated[
+        str | None, typer.Option(help="Remove events before this time (default: now minus the retention period).")
+    ] = None,
+) -> None:
+    """Remove events older than the retention period, keeping a signed anchor so the rest still verifies;
+    the pruning is itself an audit event."""
+    import getpass
+    import secrets
+    from datetime import UTC, datetime, timedelta
+
+    from audit import retention
+    from gateway.audit_keys import checkpoint_policy
+    from gateway.audit_trail import AuditContext, commit_with_event, new_traceparent
+    from gateway.db import create_state_engine, session_factory
+
+    settings = _settings(data_dir)
+    policy = checkpoint_policy(settings)
+    if policy is None:
+        typer.echo("pruning needs the checkpoint signing key (DATAPOORT_AUDIT_SIGNING_KEY_PATH)", err=True)
+        raise typer.Exit(2)
+    now = datetime.now(UTC)
+    cut = _moment(before) or now - timedelta(days=settings.audit_retention_days)
+    _upgrade(settings)
+    engine = create_state_engine(settings.state_database_url)
+    try:
+        with session_factory(engine, policy)() as session:
+            pruned = retention.prune(session, policy.signer, before=cut, now=now)
+            context = AuditContext.start(
+                request_id=secrets.token_hex(16),
+                action="audit:prune",
+                traceparent=new_traceparent(None),
+                client_address=None,
+                instance=settings.instance,
+            )
+            context.event.principal_id = f"system:cli:{getpass.getuser()}"
+            context.event.query = f"prune before {cut.isoformat()}"
+            detail = json.dumps({"events_removed": pruned.events_removed, "anchor_sequence": pruned.anchor_sequence})
+            commit_with_event(session, context, context.finish(decision="allow", detail=detail))
+    finally:
+        engine.dispose()
+    typer.echo(f"removed {pruned.events_removed} events before {cut.isoformat()}; anchor at {pruned.anchor_sequence}")
+
+
 @audit_app.command("keygen")
 def audit_keygen(
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write the key pair.")] = Path(".datapoort"),

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     )
     audit_checkpoint_every_events: int = Field(default=1000, ge=1, description="Sign the chain head this often...")
     audit_checkpoint_every_seconds: float = Field(default=300, gt=0, description="... or after this long.")
+    audit_retention_days: int = Field(
+        default=3653, ge=1, description="How long audit events are kept; `datapoort audit prune` removes older ones."
+    )
     pseudonym_key_path: Path | None = Field(
         default=None, description="Master secret for partner pseudonyms. No default."
     )

@@ -209,3 +209,15 @@ def test_keygen_writes_a_private_key_once(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "audit-signing-key.pem").stat().st_mode) == 0o600
     again = runner.invoke(app, ["audit", "keygen", "--out-dir", str(tmp_path)])
     assert again.exit_code == 1
+
+
+def test_audit_prune_removes_old_events_and_records_itself(demo_data_dir: Path) -> None:
+    public = demo_data_dir / "audit-signing-key.pub.pem"
+    result = runner.invoke(app, ["audit", "prune", "--data-dir", str(demo_data_dir), "--before", "2099-01-01T00:00Z"])
+    assert result.exit_code == 0, result.output
+    assert "removed 1 events" in result.output
+    with sqlite3.connect(demo_data_dir / "state.db") as connection:
+        actions = [row[0] for row in connection.execute("SELECT action FROM audit_event ORDER BY sequence")]
+    assert actions == ["audit:prune"]
+    verify = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir), "--public-key", str(public)])
+    assert verify.exit_code == 0, verify.output
