@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -68,3 +69,35 @@ def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
 
 def event_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(fields)).hexdigest()
+
+
+_SORTED = sorted([*HASHED_FIELDS, "v"])
+_KEYS = [json.dumps(name) + ":" for name in _SORTED]
+_encode_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for text
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _encode_string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("audit fields cannot hold infinite or NaN numbers")
+        return float.__repr__(value)
+    if isinstance(value, datetime):
+        return '"' + format_timestamp(value) + '"'
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True)
+
+
+def canonical_bytes_fast(fields: Mapping[str, Any]) -> bytes:
+    """``canonical_bytes`` without building a dict for ``json.dumps`` (same bytes, checked by a property
+    test): the keys are fixed, so their order and quoting are computed once. For verifying long chains."""
+    parts = []
+    for key, name in zip(_KEYS, _SORTED, strict=True):
+        parts.append(key + (str(CANONICAL_VERSION) if name == "v" else _value(fields[name])))
+    return ("{" + ",".join(parts) + "}").encode()

@@ -156,3 +156,17 @@ def test_property_any_single_edit_is_found(events: list[tuple[str, float]], data
     replacement = data.draw(st.text(max_size=10).filter(lambda value: value != original))
     chain[victim][name] = replacement
     assert event_hash(chain[victim]) != chain[victim]["hash"]
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+_VALUE = st.one_of(st.none(), _TEXT, st.integers(-(2**62), 2**62), st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.fixed_dictionaries({name: _VALUE for name in HASHED_FIELDS if name != "occurred_at"}))
+def test_the_fast_canonical_form_is_byte_for_byte_the_canonical_form(values: dict[str, object]) -> None:
+    """The verifier's fast path must produce exactly the canonical bytes, or old logs would stop verifying."""
+    from audit.chain import canonical_bytes_fast
+
+    fields = {**values, "occurred_at": FIXED}
+    assert canonical_bytes_fast(fields) == canonical_bytes(fields)
