@@ -1,8 +1,9 @@
 """Canonical serialisation of audit events and the hash chain over them.
 
-Canonical form, version 1 (stable: changing it requires a new version tag, never an edit):
+Canonical form, versions 1 and 2 (stable: a change requires a new version tag, never an edit):
 
-* a JSON object holding every field of the event except ``hash``, plus ``"v": 1``;
+* a JSON object holding the version's fields (``HASHED_FIELDS_V1``; version 2 adds ``parent_span_id`` and
+  ``processing_activity_id``), plus ``"v": <version>``; each event stores the version it was written in;
 * keys sorted, no insignificant whitespace (separators ``,`` and ``:``), UTF-8, non-ASCII kept as is;
 * timestamps as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC; floats in Python's shortest round-trip form;
   absent values as ``null``.
@@ -21,11 +22,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-CANONICAL_VERSION = 1
+CANONICAL_VERSION = 2
+"""The form new events are written in; every event stores its own (``canonical_version``)."""
 GENESIS_HASH = "0" * 64
 
-# The fields that enter the hash, in the order of the table (order does not matter: keys are sorted).
-HASHED_FIELDS: tuple[str, ...] = (
+# The fields that enter the hash, per version (order does not matter: keys are sorted).
+HASHED_FIELDS_V1: tuple[str, ...] = (
     "sequence",
     "occurred_at",
     "request_id",
@@ -48,6 +50,10 @@ HASHED_FIELDS: tuple[str, ...] = (
     "instance",
     "prev_hash",
 )
+HASHED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS_V1, "parent_span_id", "processing_activity_id")
+"""Version 2 adds the caller's span (W3C ``traceparent``) and the purpose's entry in the register of
+processing activities, as the Logboek Dataverwerkingen names them."""
+FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {1: HASHED_FIELDS_V1, 2: HASHED_FIELDS}
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -56,10 +62,18 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _version(fields: Mapping[str, Any]) -> int:
+    version = fields.get("canonical_version") or 1
+    if version not in FIELDS_BY_VERSION:
+        raise ValueError(f"unknown canonical version {version!r}")
+    return int(version)
+
+
 def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
-    """Serialise the hashed fields of one event in canonical form version 1."""
-    document: dict[str, Any] = {"v": CANONICAL_VERSION}
-    for name in HASHED_FIELDS:
+    """Serialise the hashed fields of one event in its canonical form (``canonical_version``, 1 if absent)."""
+    version = _version(fields)
+    document: dict[str, Any] = {"v": version}
+    for name in FIELDS_BY_VERSION[version]:
         value = fields[name]
         if isinstance(value, datetime):
             value = format_timestamp(value)
@@ -71,8 +85,10 @@ def event_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(fields)).hexdigest()
 
 
-_SORTED = sorted([*HASHED_FIELDS, "v"])
-_KEYS = [json.dumps(name) + ":" for name in _SORTED]
+_LAYOUT = {
+    version: [(json.dumps(name) + ":", name) for name in sorted([*names, "v"])]
+    for version, names in FIELDS_BY_VERSION.items()
+}
 _encode_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for text
 
 
@@ -96,8 +112,8 @@ def _value(value: Any) -> str:
 
 def canonical_bytes_fast(fields: Mapping[str, Any]) -> bytes:
     """``canonical_bytes`` without building a dict for ``json.dumps`` (same bytes, checked by a property
-    test): the keys are fixed, so their order and quoting are computed once. For verifying long chains."""
-    parts = []
-    for key, name in zip(_KEYS, _SORTED, strict=True):
-        parts.append(key + (str(CANONICAL_VERSION) if name == "v" else _value(fields[name])))
+    test): the keys are fixed per version, so their order and quoting are computed once. For verifying
+    long chains."""
+    version = _version(fields)
+    parts = [key + (str(version) if name == "v" else _value(fields[name])) for key, name in _LAYOUT[version]]
     return ("{" + ",".join(parts) + "}").encode()

@@ -40,6 +40,12 @@ class AuditEvent(AuditBase):
     response_digest: Mapped[str | None] = mapped_column(String(64))
     client_address: Mapped[str | None] = mapped_column(String(64))
     instance: Mapped[str | None] = mapped_column(String(128))
+    parent_span_id: Mapped[str | None] = mapped_column(String(16))
+    """The caller's span, from an incoming W3C ``traceparent`` (Logboek: ``parent_span_id``)."""
+    processing_activity_id: Mapped[str | None] = mapped_column(String(512))
+    """The purpose's entry in the register of processing activities (Logboek:
+    ``dpl.core.processing_activity_id``)."""
+    canonical_version: Mapped[int] = mapped_column(Integer, server_default="1")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 

@@ -18,7 +18,7 @@ from audit.chain import HASHED_FIELDS, format_timestamp
 from audit.models import AuditEvent
 
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
-EXPORTED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "hash")
+EXPORTED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "canonical_version", "hash")
 MAX_PAGE = 1000
 
 
@@ -116,3 +116,40 @@ def denial_summary(session: Session, where: EventFilter) -> list[dict[str, Any]]
         {"reason": reason, "action": action, "organisation": organisation, "principal_id": principal, "count": count}
         for reason, action, organisation, principal, count in session.execute(statement)
     ]
+
+
+_STATUS = {"allow": "Ok", "deny": "Unset", "error": "Error"}
+"""Logboek ``status``: Error means an internal failure only; a refused request is not an Error."""
+
+
+def logboek_record(record: dict[str, Any]) -> dict[str, Any]:
+    """One event in the shape of a Logboek Dataverwerkingen record (an OpenTelemetry-like span).
+
+    The standard keeps who acted out of the processing log (that is the audit log's business), so the
+    principal, organisation, roles and client address are left out; purpose and legal basis live in the
+    register, which ``processing_activity_id`` points to."""
+    _, trace_id, span_id, _ = (record.get("traceparent") or "---").split("-")
+    occurred = datetime.fromisoformat(str(record["occurred_at"]).replace("Z", "+00:00"))
+    return {
+        "trace_id": trace_id or None,
+        "span_id": span_id or None,
+        "parent_span_id": record.get("parent_span_id"),
+        "name": record["action"],
+        "start_time": int(occurred.timestamp() * 1000),
+        "status": _STATUS.get(str(record["decision"]), "Unset"),
+        "resource": {"service.name": "datapoort", "service.instance.id": record.get("instance")},
+        "attributes": {
+            "dpl.core.processing_activity_id": record.get("processing_activity_id"),
+            "datapoort.dataset": record.get("dataset"),
+            "datapoort.reason": record.get("reason"),
+            "datapoort.privacy_cost": record.get("privacy_cost"),
+            "datapoort.rows_released": record.get("rows_released"),
+            "datapoort.sequence": record["sequence"],
+            "datapoort.hash": record["hash"],
+        },
+    }
+
+
+def as_logboek(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for record in records:
+        yield json.dumps(logboek_record(record), ensure_ascii=False, sort_keys=True).encode() + b"\n"

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from audit import checkpoints, retention
-from audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical_bytes_fast, event_hash
+from audit.chain import CANONICAL_VERSION, GENESIS_HASH, HASHED_FIELDS, canonical_bytes_fast, event_hash
 from audit.exceptions import AuditUnavailable
 from audit.models import AuditEvent
 
@@ -49,6 +49,8 @@ class EventDraft:
     client_address: str | None = None
     instance: str | None = None
     traceparent: str | None = None
+    parent_span_id: str | None = None
+    processing_activity_id: str | None = None
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -79,6 +81,7 @@ def append_event(session: Session, draft: EventDraft) -> AuditEvent:
         fields = asdict(draft)
         fields["sequence"] = sequence
         fields["prev_hash"] = prev_hash
+        fields["canonical_version"] = CANONICAL_VERSION
         fields["hash"] = event_hash(fields)
         event = AuditEvent(**fields)
         session.add(event)
@@ -99,11 +102,12 @@ class ChainVerification:
     problem: str | None = None
 
 
-_VERIFIED_COLUMNS = [getattr(AuditEvent, name) for name in HASHED_FIELDS] + [AuditEvent.hash]
+_VERIFIED = (*HASHED_FIELDS, "canonical_version", "hash")
+_VERIFIED_COLUMNS = [getattr(AuditEvent, name) for name in _VERIFIED]
 
 
 def _row_hash(row: Any) -> str:
-    return hashlib.sha256(canonical_bytes_fast(dict(zip(HASHED_FIELDS, row, strict=False)))).hexdigest()
+    return hashlib.sha256(canonical_bytes_fast(dict(zip(_VERIFIED, row, strict=True)))).hexdigest()
 
 
 def verify_chain(session: Session, *, batch_size: int = 10_000) -> ChainVerification:
@@ -120,7 +124,7 @@ def verify_chain(session: Session, *, batch_size: int = 10_000) -> ChainVerifica
     expected_sequence = anchor.sequence + 1 if anchor is not None else 1
     checked = 0
     last: tuple[int, str] | None = None
-    sequence_at, prev_at, hash_at = 0, HASHED_FIELDS.index("prev_hash"), len(HASHED_FIELDS)
+    sequence_at, prev_at, hash_at = 0, _VERIFIED.index("prev_hash"), _VERIFIED.index("hash")
     statement = select(*_VERIFIED_COLUMNS).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)
     result = session.execute(statement)
     try:
@@ -133,10 +137,7 @@ def verify_chain(session: Session, *, batch_size: int = 10_000) -> ChainVerifica
             elif row[prev_at] != expected_prev:
                 problem = "prev_hash does not match the previous event's hash"
                 broken = sequence
-            elif (
-                hashlib.sha256(canonical_bytes_fast(dict(zip(HASHED_FIELDS, row, strict=False)))).hexdigest()
-                != stored_hash
-            ):
+            elif _row_hash(row) != stored_hash:
                 problem = "the stored hash does not match the event's fields"
                 broken = sequence
             if problem is not None:

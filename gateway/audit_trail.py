@@ -28,6 +28,12 @@ from policies.management import Change
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
+def parent_span(incoming: str | None) -> str | None:
+    """The caller's span id from a valid incoming ``traceparent``: the parent of this request's span."""
+    match = _TRACEPARENT.fullmatch(incoming or "")
+    return match.group(2) if match and match.group(2) != "0" * 16 else None
+
+
 def new_traceparent(incoming: str | None) -> str:
     """Continue an incoming W3C trace (same trace id, new span id for this request) or start a new one."""
     match = _TRACEPARENT.fullmatch(incoming or "")
@@ -95,6 +101,8 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
     try:
         if context.key_id is not None:
             policy_service.record_key_use(session, context.key_id, draft.occurred_at)
+        if draft.purpose is not None and draft.processing_activity_id is None:
+            draft = replace(draft, processing_activity_id=policy_service.register_uri(session, draft.purpose))
         audit_service.append_event(session, draft)
         session.commit()
     except SQLAlchemyError as exc:

@@ -11,7 +11,7 @@ import secrets
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.audit_trail import AuditContext, new_traceparent
+from gateway.audit_trail import AuditContext, new_traceparent, parent_span
 
 AUDITED_PREFIX = "/v1"
 
@@ -25,7 +25,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        traceparent = new_traceparent(Headers(scope=scope).get("traceparent"))
+        incoming = Headers(scope=scope).get("traceparent")
+        traceparent = new_traceparent(incoming)
         request_id = secrets.token_hex(16)
         path: str = scope["path"]
         if path.startswith(AUDITED_PREFIX):
@@ -37,6 +38,7 @@ class RequestContextMiddleware:
                 instance=self.instance,
                 action=f"{scope['method']} {path}"[:64],
             )
+            scope["state"]["audit"].event.parent_span_id = parent_span(incoming)
 
         async def send_with_ids(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -194,6 +194,12 @@ def inherit_role(session: Session, *, role: str, parent: str, domain: str) -> No
     session.flush()
 
 
+def register_uri(session: Session, purpose: str) -> str | None:
+    """The purpose's entry in the register of processing activities, if it is registered and has one."""
+    registered = session.get(Purpose, purpose[:128])
+    return registered.register_uri if registered is not None else None
+
+
 def register_purpose(
     session: Session, *, code: str, description: str, owner: str, register_uri: str | None = None
 ) -> Purpose:

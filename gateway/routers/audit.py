@@ -104,7 +104,7 @@ def list_events(
 @router.get(
     "/events/export",
     responses=_REFUSALS,
-    summary="The same selection, all of it, streamed as JSON lines or CSV",
+    summary="The same selection, all of it, streamed as JSON lines, CSV, or Logboek Dataverwerkingen records",
     dependencies=[Depends(audited_as("audit:export"))],
 )
 def export_events(
@@ -113,7 +113,7 @@ def export_events(
     session: SessionDep,
     state: StateDep,
     audit: AuditDep,
-    format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
+    format: Annotated[Literal["jsonl", "csv", "logboek"], Query()] = "jsonl",
 ) -> StreamingResponse:
     _oversee(session, state, principal, audit)
     audit.event.query = f"export {format} {where.describe()}"
@@ -123,9 +123,12 @@ def export_events(
     def body() -> Iterator[bytes]:
         with state.sessions() as reader:
             records = review.stream(reader, where)
-            yield from review.as_json_lines(records) if format == "jsonl" else review.as_csv(records)
+            if format == "csv":
+                yield from review.as_csv(records)
+            else:
+                yield from review.as_logboek(records) if format == "logboek" else review.as_json_lines(records)
 
-    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(body(), media_type=media)
 
 

@@ -41,9 +41,10 @@ def test_canonical_form_is_stable() -> None:
 
 
 def test_every_field_enters_the_hash() -> None:
-    base = event_hash(_fields())
+    base = event_hash(_fields(canonical_version=2))
     for name in HASHED_FIELDS:
-        changed = _fields(**{name: 2 if name == "sequence" else ("x" if name != "occurred_at" else datetime.now(UTC))})
+        value = 2 if name == "sequence" else ("x" if name != "occurred_at" else datetime.now(UTC))
+        changed = _fields(canonical_version=2, **{name: value})
         assert event_hash(changed) != base, name
 
 
@@ -115,7 +116,7 @@ def test_a_recomputed_forgery_is_found_at_the_next_event(sessions: sessionmaker[
         event = session.get(AuditEvent, 2)
         assert event is not None
         event.principal_id = "forger"
-        event.hash = event_hash({name: getattr(event, name) for name in HASHED_FIELDS})
+        event.hash = event_hash({name: getattr(event, name) for name in (*HASHED_FIELDS, "canonical_version")})
         session.commit()
     with sessions() as session:
         result = verify_chain(session)
@@ -168,5 +169,36 @@ def test_the_fast_canonical_form_is_byte_for_byte_the_canonical_form(values: dic
     """The verifier's fast path must produce exactly the canonical bytes, or old logs would stop verifying."""
     from audit.chain import canonical_bytes_fast
 
-    fields = {**values, "occurred_at": FIXED}
-    assert canonical_bytes_fast(fields) == canonical_bytes(fields)
+    for version in (1, 2):
+        fields = {**values, "occurred_at": FIXED, "canonical_version": version}
+        assert canonical_bytes_fast(fields) == canonical_bytes(fields)
+
+
+def test_canonical_form_version_2_is_stable() -> None:
+    """Version 2 adds the caller's span and the processing activity; version 1 events keep their bytes."""
+    fields = _fields(canonical_version=2, parent_span_id="00f067aa0ba902b7", processing_activity_id="urn:x")
+    text = canonical_bytes(fields)
+    assert text.startswith(b'{"action":"aggregate",')
+    assert b'"parent_span_id":"00f067aa0ba902b7"' in text
+    assert b'"processing_activity_id":"urn:x"' in text
+    assert text.endswith(b'"traceparent":null,"v":2}')
+    assert event_hash(fields) == "074d0262065f1414cdae6a24461de6f2d3b518f67bbc14f40493d7fd85c2f140"
+    with pytest.raises(ValueError, match="canonical version"):
+        canonical_bytes(_fields(canonical_version=3))
+
+
+def test_a_chain_of_version_1_events_continued_in_version_2_verifies(sessions: sessionmaker[Session]) -> None:
+    """Logs written before version 2 stay verifiable as they were written, and go on in version 2."""
+    from audit.models import AuditEvent
+
+    with sessions() as session:
+        fields = _fields(sequence=1, request_id="old")
+        fields["hash"] = event_hash(fields)
+        session.add(AuditEvent(**{**fields, "canonical_version": 1}))
+        session.commit()
+    _append(sessions, 2)
+    with sessions() as session:
+        versions = list(session.scalars(text("SELECT canonical_version FROM audit_event ORDER BY sequence")))
+        result = verify_chain(session)
+    assert versions == [1, 2, 2]
+    assert result.ok, result

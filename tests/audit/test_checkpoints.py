@@ -91,9 +91,9 @@ def test_a_checkpoint_is_also_due_after_enough_time(state_engine: Engine, signer
             [
                 "UPDATE audit_event SET sequence = sequence + 1000 WHERE sequence >= 10",
                 "UPDATE audit_event SET sequence = sequence - 999 WHERE sequence >= 1010",
-                "INSERT INTO audit_event SELECT 10, occurred_at, 'inserted', traceparent, principal_id, organisation,"
-                " roles, action, dataset, purpose, legal_basis, query, decision, reason, detail, privacy_cost,"
-                " rows_released, response_digest, client_address, instance, prev_hash, substr(hash, 2) || 'x'"
+                "INSERT INTO audit_event (sequence, occurred_at, request_id, action, decision, canonical_version,"
+                " prev_hash, hash) SELECT 10, occurred_at, 'inserted', action, decision, canonical_version,"
+                " prev_hash, substr(hash, 2) || 'x'"
                 " FROM audit_event WHERE sequence = 9",
             ],
             10,
@@ -132,7 +132,7 @@ def test_a_chain_rewritten_with_fresh_hashes_is_caught_by_its_checkpoints(
             if event.sequence == 15:
                 event.purpose = "marketing"
             event.prev_hash = previous
-            event.hash = event_hash({name: getattr(event, name) for name in HASHED_FIELDS})
+            event.hash = event_hash({name: getattr(event, name) for name in (*HASHED_FIELDS, "canonical_version")})
             previous = event.hash
         session.commit()
     result = _verify(signed, signer)

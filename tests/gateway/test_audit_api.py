@@ -96,3 +96,34 @@ def test_only_oversight_reads_the_log(api: Api, path: str) -> None:
     response = _fg(api, path, key="analyst")
     assert response.status_code == 403
     assert api.events()[-1].decision == "deny"
+
+
+def test_events_carry_the_callers_span_and_the_processing_activity(api: Api) -> None:
+    trace, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = api.query(
+        api.keys["analyst"],
+        {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.1},
+        traceparent=f"00-{trace}-{caller}-01",
+    )
+    assert response.status_code == 200
+    event = api.events()[-1]
+    assert event.parent_span_id == caller
+    assert event.traceparent is not None
+    assert event.traceparent.split("-")[1] == trace
+    assert event.traceparent.split("-")[2] != caller  # this request's own span
+    assert event.processing_activity_id == "https://voorbeeldstad.example/verwerkingsregister/beleidsinformatie/v1"
+    assert event.canonical_version == 2
+
+
+def test_an_export_in_the_shape_of_the_logboek_standard_leaves_the_user_out(busy: Api) -> None:
+    response = _fg(busy, "/v1/audit/events/export?format=logboek&action=aggregate&decision=allow")
+    assert response.status_code == 200
+    records = [json.loads(line) for line in response.text.splitlines()]
+    assert len(records) == 3
+    first = records[0]
+    assert len(first["trace_id"]) == 32
+    assert len(first["span_id"]) == 16
+    assert first["status"] == "Ok"
+    assert first["name"] == "aggregate"
+    assert first["attributes"]["dpl.core.processing_activity_id"].endswith("/beleidsinformatie/v1")
+    assert "analist" not in response.text  # no principal, organisation or roles in the processing log
