@@ -13,8 +13,8 @@ tolerance), so ten spends of 0.1 fit an allowance of 1.0 and an eleventh does no
 
 A spend is *reserved* under a lock before the data is read (so concurrent queries can never together
 pass the allowance, whatever happens to them afterwards) and *settled* as ``released`` or ``failed`` in
-the transaction that writes the request's audit event. A reservation counts from the moment it is made
-and is never handed back: once the data has been read, the privacy loss may have happened.
+the transaction that writes the request's audit event. A reservation counts from the moment it is made;
+it is handed back only when the audit event cannot be written, because then nothing but a 503 left.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from policies.exceptions import BudgetExhausted
@@ -313,6 +313,14 @@ def reserve(
         status=RESERVED,
     )
     return entry.id, left
+
+
+def cancel(session: Session, spend_id: int) -> None:
+    """Drop a reservation that is still ``reserved``, for a query whose answer never left because its
+    audit event could not be written: the gateway answered 503 whatever the data, so nothing about the
+    data was released. In the caller's (separate) transaction; if that fails too, the reservation stays
+    and counts, which errs on the safe side."""
+    session.execute(delete(BudgetSpend).where(BudgetSpend.id == spend_id, BudgetSpend.status == RESERVED))
 
 
 def settle(session: Session, spend_id: int, outcome: str) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from audit.exceptions import AuditUnavailable
 from gateway.audit_trail import AuditContext, commit_with_event, respond
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
 from gateway.exceptions import InvalidQuery
@@ -17,6 +20,7 @@ from policies.exceptions import BudgetExhausted
 from policies.service import AuthenticatedPrincipal
 
 router = APIRouter(prefix="/v1", tags=["query"])
+logger = logging.getLogger("datapoort.query")
 
 
 class Accuracy(BaseModel):
@@ -160,27 +164,42 @@ def run_query(
     session.commit()
 
     try:
-        answer = query_service.execute(prepared, state.sources)
-    except Exception as exc:
-        # The source has been read, and a failure can depend on what it read: the reservation stays
-        # spent, marked failed in the transaction of its event. The handler sees the event is written.
-        budget_service.settle(session, spend_id, budget_service.FAILED)
-        failure = audit.finish(
-            decision="error",
-            reason=getattr(exc, "code", "internal_error"),
-            detail=getattr(exc, "message", type(exc).__name__),
-            privacy_cost=prepared.epsilon,
-        )
-        commit_with_event(session, audit, failure)
+        try:
+            answer = query_service.execute(prepared, state.sources)
+        except Exception as exc:
+            # The source has been read, and a failure can depend on what it read: the reservation stays
+            # spent, marked failed in the transaction of its event. The handler sees the event is written.
+            budget_service.settle(session, spend_id, budget_service.FAILED)
+            failure = audit.finish(
+                decision="error",
+                reason=getattr(exc, "code", "internal_error"),
+                detail=getattr(exc, "message", type(exc).__name__),
+                privacy_cost=prepared.epsilon,
+            )
+            commit_with_event(session, audit, failure)
+            raise
+        budget_service.settle(session, spend_id, budget_service.RELEASED)
+        payload = {
+            "columns": answer.columns,
+            "rows": answer.rows,
+            "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
+            "request_id": audit.request_id,
+        }
+        return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
+    except AuditUnavailable:
+        # Fail closed: no event, so no answer; only a 503 leaves, whatever the data. Hand the reservation
+        # back (best effort: if the state database refuses this too, it stays counted).
+        _cancel_reservation(state, spend_id)
         raise
-    budget_service.settle(session, spend_id, budget_service.RELEASED)
-    payload = {
-        "columns": answer.columns,
-        "rows": answer.rows,
-        "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
-        "request_id": audit.request_id,
-    }
-    return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
+
+
+def _cancel_reservation(state: GatewayState, spend_id: int) -> None:
+    try:
+        with state.sessions() as refund:
+            budget_service.cancel(refund, spend_id)
+            refund.commit()
+    except SQLAlchemyError:
+        logger.exception("a reservation could not be handed back after an audit failure; it stays counted")
 
 
 @router.post(
