@@ -95,6 +95,17 @@ def as_json_lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula is prefixed with ``'`` (CSV injection): callers
+    control some fields, such as the purpose they name."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def as_csv(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORTED_FIELDS, extrasaction="ignore")
@@ -103,15 +114,16 @@ def as_csv(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     for record in records:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow(record)
+        writer.writerow({name: _cell(value) for name, value in record.items()})
         yield buffer.getvalue().encode()
 
 
 def denial_summary(session: Session, where: EventFilter) -> list[dict[str, Any]]:
-    """Refused requests counted by reason, action, organisation and principal, most frequent first."""
+    """Refused requests counted by reason, action, organisation and principal, most frequent first (at
+    most ``MAX_PAGE`` groups)."""
     columns = (AuditEvent.reason, AuditEvent.action, AuditEvent.organisation, AuditEvent.principal_id)
     statement = where.apply(select(*columns, func.count()).where(AuditEvent.decision == "deny"))
-    statement = statement.group_by(*columns).order_by(func.count().desc(), *columns)
+    statement = statement.group_by(*columns).order_by(func.count().desc(), *columns).limit(MAX_PAGE)
     return [
         {"reason": reason, "action": action, "organisation": organisation, "principal_id": principal, "count": count}
         for reason, action, organisation, principal, count in session.execute(statement)

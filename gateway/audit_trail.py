@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -89,11 +89,33 @@ class AuditContext:
             self.event,
             decision=decision,
             reason=reason,
-            detail=detail,
+            detail=_clean(detail),
             privacy_cost=privacy_cost,
             rows_released=rows_released,
             response_digest=hashlib.sha256(response_body).hexdigest() if response_body is not None else None,
         )
+
+
+_MAX_DETAIL = 20_000
+
+
+def _clean(text: str | None) -> str | None:
+    """What a database column takes whatever the text: no NUL characters (PostgreSQL refuses them), and a
+    bounded length, so writing an event never fails on what some message happened to contain."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\ufffd")[:_MAX_DETAIL]
+
+
+def _without_nul(draft: audit_service.EventDraft) -> audit_service.EventDraft:
+    """Callers choose some fields (a purpose, a query's text); PostgreSQL refuses NUL in text, and an
+    event must not fail to be written because of what a caller typed."""
+    cleaned: dict[str, Any] = {
+        name: value.replace("\x00", "\ufffd")
+        for name, value in asdict(draft).items()
+        if isinstance(value, str) and "\x00" in value
+    }
+    return replace(draft, **cleaned) if cleaned else draft
 
 
 def commit_with_event(session: Session, context: AuditContext, draft: audit_service.EventDraft) -> None:
@@ -101,6 +123,7 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
     try:
         if context.key_id is not None:
             policy_service.record_key_use(session, context.key_id, draft.occurred_at)
+        draft = _without_nul(draft)
         if draft.purpose is not None and draft.processing_activity_id is None:
             draft = replace(draft, processing_activity_id=policy_service.register_uri(session, draft.purpose))
         audit_service.append_event(session, draft)

@@ -252,13 +252,14 @@ def audit_verify(
     from audit import checkpoints
     from audit.service import verify_log
     from gateway.audit_keys import verification_keys
-    from gateway.db import create_state_engine, session_factory
+    from gateway.db import create_state_engine, read_snapshot, session_factory
 
     settings = _settings(data_dir)
     keys = checkpoints.load_public_keys(public_key) if public_key else verification_keys(settings)
     engine = create_state_engine(settings.state_database_url)
     try:
         with session_factory(engine)() as session:
+            read_snapshot(session)
             result = verify_log(session, keys or None)
     finally:
         engine.dispose()

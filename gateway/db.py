@@ -35,10 +35,28 @@ def create_state_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A snapshot reader (``read_snapshot``) takes no write lock: in WAL mode a deferred
+            # transaction reads one consistent snapshot while writers go on.
+            snapshot = connection.get_execution_options().get(SNAPSHOT_OPTION)
+            connection.exec_driver_sql("BEGIN DEFERRED" if snapshot else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+SNAPSHOT_OPTION = "datapoort_snapshot"
+
+
+def read_snapshot(session: Session) -> None:
+    """Make the session's transaction (which must not have begun) one consistent, read-only snapshot:
+    REPEATABLE READ on PostgreSQL, a deferred transaction on SQLite (which holds no write lock). For
+    long reads, such as verifying or exporting the audit log, while the gateway keeps writing."""
+    if session.in_transaction():
+        raise RuntimeError("a snapshot must be taken before the transaction begins")
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+    else:
+        session.connection(execution_options={SNAPSHOT_OPTION: True})
 
 
 def session_factory(engine: Engine, checkpoints: CheckpointPolicy | None = None) -> sessionmaker[Session]:

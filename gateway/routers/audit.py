@@ -15,6 +15,7 @@ from audit import review
 from audit.service import verify_log
 from gateway.audit_keys import verification_keys
 from gateway.audit_trail import AuditContext, commit_with_event, respond
+from gateway.db import read_snapshot
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
 from gateway.state import GatewayState
 from policies import budget as budget_service
@@ -76,8 +77,11 @@ FilterDep = Annotated[review.EventFilter, Depends(_filter)]
 def verify_audit_log(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
     _oversee(session, state, principal, audit)
     keys = verification_keys(state.settings)
-    result = verify_log(session, keys or None)
-    return respond(session, audit, result.report())
+    with state.sessions() as reader:
+        read_snapshot(reader)  # one consistent view while the gateway keeps writing
+        result = verify_log(reader, keys or None)
+    report = {**result.report(), "verified_with_keys": bool(keys)}
+    return respond(session, audit, report)
 
 
 @router.get(
@@ -122,6 +126,7 @@ def export_events(
 
     def body() -> Iterator[bytes]:
         with state.sessions() as reader:
+            read_snapshot(reader)  # holds no write lock while the client reads
             records = review.stream(reader, where)
             if format == "csv":
                 yield from review.as_csv(records)
@@ -149,7 +154,7 @@ def budget_use(
     dataset: Name = None,
 ) -> Response:
     _oversee(session, state, principal, audit)
-    audit.event.query = "budget use"
+    audit.event.query = f"budget use since={since} until={until} principal_id={principal_id} dataset={dataset}"
     rows = budget_service.usage(session, since=since, until=until, principal_id=principal_id, dataset=dataset)
     return respond(session, audit, {"budget_use": rows}, rows_released=len(rows))
 

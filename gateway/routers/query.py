@@ -164,31 +164,33 @@ def run_query(
     session.commit()
 
     try:
-        try:
-            answer = query_service.execute(prepared, state.sources)
-        except Exception as exc:
-            # The source has been read, and a failure can depend on what it read: the reservation stays
-            # spent, marked failed in the transaction of its event. The handler sees the event is written.
-            budget_service.settle(session, spend_id, budget_service.FAILED)
-            failure = audit.finish(
-                decision="error",
-                reason=getattr(exc, "code", "internal_error"),
-                detail=getattr(exc, "message", type(exc).__name__),
-                privacy_cost=prepared.epsilon,
-            )
-            commit_with_event(session, audit, failure)
-            raise
-        budget_service.settle(session, spend_id, budget_service.RELEASED)
-        payload = {
-            "columns": answer.columns,
-            "rows": answer.rows,
-            "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
-            "request_id": audit.request_id,
-        }
+        answer = query_service.execute(prepared, state.sources)
+    except Exception as exc:
+        # The source has been read, and a failure can depend on what it read: the reservation stays
+        # spent, marked failed in the transaction of its event (if even that event cannot be written,
+        # it stays reserved, and counts). The handler sees the event is written.
+        budget_service.settle(session, spend_id, budget_service.FAILED)
+        failure = audit.finish(
+            decision="error",
+            reason=getattr(exc, "code", "internal_error"),
+            detail=getattr(exc, "message", type(exc).__name__),
+            privacy_cost=prepared.epsilon,
+        )
+        commit_with_event(session, audit, failure)
+        raise
+    budget_service.settle(session, spend_id, budget_service.RELEASED)
+    payload = {
+        "columns": answer.columns,
+        "rows": answer.rows,
+        "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
+        "request_id": audit.request_id,
+    }
+    try:
         return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
     except AuditUnavailable:
-        # Fail closed: no event, so no answer; only a 503 leaves, whatever the data. Hand the reservation
-        # back (best effort: if the state database refuses this too, it stays counted).
+        # Fail closed: the answer was ready but has no event, so it does not leave; only a 503 does,
+        # whatever the data. Hand the reservation back (best effort: if the state database refuses this
+        # too, it stays counted).
         _cancel_reservation(state, spend_id)
         raise
 
