@@ -9,7 +9,7 @@ the log is intact and complete up to the latest checkpoint.
 
 Signed message, version 1 (stable; a change needs a new version tag)::
 
-    b"datapoort-audit-checkpoint-v1\\n" + canonical JSON of {"head_hash", "sequence", "signed_at"}
+    b"datapoort-audit-checkpoint-v1\\n" + canonical JSON of {"head_hash", "previous_sequence", "sequence", "signed_at"}
 
 with the JSON as in ``audit.chain`` (sorted keys, no whitespace, UTC microsecond timestamp). A key id is the
 first 16 hex digits of SHA-256 over the raw 32-byte public key, so rotating keys keeps old checkpoints
@@ -40,8 +40,13 @@ SESSION_INFO_KEY = "audit_checkpoints"
 """Where a session finds its ``CheckpointPolicy`` (``Session.info``), set by the session factory."""
 
 
-def checkpoint_message(sequence: int, head_hash: str, signed_at: datetime) -> bytes:
-    document = {"head_hash": head_hash, "sequence": sequence, "signed_at": format_timestamp(signed_at)}
+def checkpoint_message(sequence: int, head_hash: str, signed_at: datetime, previous_sequence: int) -> bytes:
+    document = {
+        "head_hash": head_hash,
+        "previous_sequence": previous_sequence,
+        "sequence": sequence,
+        "signed_at": format_timestamp(signed_at),
+    }
     return MESSAGE_PREFIX + json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -109,18 +114,21 @@ def maybe_checkpoint(session: Session, head: AuditEvent) -> AuditCheckpoint | No
     )
     if not due:
         return None
-    return sign_head(session, policy.signer, head)
+    return sign_head(session, policy.signer, head, previous_sequence=last.sequence if last is not None else 0)
 
 
-def sign_head(session: Session, signer: Ed25519PrivateKey, head: AuditEvent) -> AuditCheckpoint:
+def sign_head(
+    session: Session, signer: Ed25519PrivateKey, head: AuditEvent, *, previous_sequence: int
+) -> AuditCheckpoint:
     signed_at = head.occurred_at
-    signature = signer.sign(checkpoint_message(head.sequence, head.hash, signed_at))
+    signature = signer.sign(checkpoint_message(head.sequence, head.hash, signed_at, previous_sequence))
     checkpoint = AuditCheckpoint(
         sequence=head.sequence,
         head_hash=head.hash,
         signed_at=signed_at,
         key_id=key_id(signer.public_key()),
         signature=signature.hex(),
+        previous_sequence=previous_sequence,
     )
     session.add(checkpoint)
     session.flush()
@@ -137,50 +145,68 @@ class CheckpointVerification:
 
 
 def verify_checkpoints(
-    session: Session, public_keys: Mapping[str, Ed25519PublicKey], *, chain_head: int | None
+    session: Session,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    chain_head: int | None,
+    chain_start: int = 0,
+    max_gap: int | None = None,
 ) -> CheckpointVerification:
-    """Check every checkpoint's signature with the public keys alone, and that the chain still holds the
-    signed head at each checkpoint's sequence.
+    """Check every checkpoint's signature with the public keys alone, that each names the one before it
+    (so none can be deleted unseen), and that the chain still holds the signed head at each sequence.
 
-    Assumes the chain itself has verified up to ``chain_head``. A checkpoint beyond it means events were
-    removed from the end (broken at ``chain_head + 1``); a different hash at a checkpoint means the chain
-    was rewritten with its hashes recomputed, somewhere after the previous good checkpoint."""
+    Assumes the chain itself has verified from ``chain_start`` (an anchor's sequence, or 0) up to
+    ``chain_head``. Then: a checkpoint beyond the head means events were removed from the end; a different
+    hash at a checkpoint means the chain was rewritten with recomputed hashes after the previous good
+    checkpoint; no checkpoint at all over a non-empty log means its completeness cannot be shown. With
+    ``max_gap`` (the gateway's ``every_events``), no more events than that may lie between checkpoints or
+    after the last one. What no check inside the database can see: the log cut back together with its
+    latest checkpoints; keep the latest checkpoint's sequence outside it (``datapoort audit verify
+    --min-sequence``)."""
     checked = 0
     previous = 0
+
+    def broken(sequence: int, problem: str) -> CheckpointVerification:
+        return CheckpointVerification(False, checked, previous or None, sequence, problem)
+
     for checkpoint in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.sequence)):
         key = public_keys.get(checkpoint.key_id)
         if key is None:
-            return CheckpointVerification(
-                False, checked, previous or None, checkpoint.sequence, f"no public key with id {checkpoint.key_id}"
-            )
+            return broken(checkpoint.sequence, f"no public key with id {checkpoint.key_id}")
         try:
             key.verify(
                 bytes.fromhex(checkpoint.signature),
-                checkpoint_message(checkpoint.sequence, checkpoint.head_hash, checkpoint.signed_at),
+                checkpoint_message(
+                    checkpoint.sequence, checkpoint.head_hash, checkpoint.signed_at, checkpoint.previous_sequence
+                ),
             )
         except (InvalidSignature, ValueError):
-            return CheckpointVerification(
-                False, checked, previous or None, checkpoint.sequence, "a checkpoint's signature does not verify"
+            return broken(checkpoint.sequence, "a checkpoint's signature does not verify")
+        linked = checkpoint.previous_sequence == previous if checked else checkpoint.previous_sequence <= chain_start
+        if not linked:
+            return broken(previous + 1, f"the checkpoint before {checkpoint.sequence} is missing")
+        if max_gap is not None and checked and checkpoint.sequence - previous > max_gap:
+            return broken(
+                previous + 1, f"more than {max_gap} events between checkpoints {previous} and {checkpoint.sequence}"
             )
         if chain_head is None or checkpoint.sequence > chain_head:
-            missing = (chain_head or 0) + 1
-            return CheckpointVerification(
-                False,
-                checked,
-                previous or None,
-                missing,
-                f"events from {missing} on are missing: checkpoint {checkpoint.sequence} was signed over them",
+            missing = (chain_head or chain_start) + 1
+            return broken(
+                missing, f"events from {missing} on are missing: checkpoint {checkpoint.sequence} was signed over them"
             )
         event_hash = session.scalar(select(AuditEvent.hash).where(AuditEvent.sequence == checkpoint.sequence))
         if event_hash != checkpoint.head_hash:
-            return CheckpointVerification(
-                False,
-                checked,
-                previous or None,
+            return broken(
                 previous + 1,
                 f"the chain was rewritten after sequence {previous}: event {checkpoint.sequence} no longer has "
                 "the hash its checkpoint signed",
             )
         checked += 1
         previous = checkpoint.sequence
+    if chain_head is not None and chain_head > chain_start and not checked:
+        return broken(chain_start + 1, "no signed checkpoint: the log's completeness cannot be shown")
+    if max_gap is not None and chain_head is not None and checked and chain_head - previous >= max_gap:
+        return broken(
+            previous + 1, f"{chain_head - previous} events after the last checkpoint: at least one is missing"
+        )
     return CheckpointVerification(True, checked, previous or None)

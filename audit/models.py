@@ -62,6 +62,9 @@ class AuditCheckpoint(AuditBase):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+    previous_sequence: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """The sequence of the checkpoint before this one (0: none), signed too, so that deleting a checkpoint
+    breaks the checkpoints' own chain."""
 
 
 class AuditAnchor(AuditBase):

@@ -125,6 +125,9 @@ def verify_chain(session: Session, *, batch_size: int = 10_000) -> ChainVerifica
     checked = 0
     last: tuple[int, str] | None = None
     sequence_at, prev_at, hash_at = 0, _VERIFIED.index("prev_hash"), _VERIFIED.index("hash")
+    version_at = _VERIFIED.index("canonical_version")
+    span_at, activity_at = _VERIFIED.index("parent_span_id"), _VERIFIED.index("processing_activity_id")
+    newest_version = 1
     statement = select(*_VERIFIED_COLUMNS).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)
     result = session.execute(statement)
     try:
@@ -136,6 +139,13 @@ def verify_chain(session: Session, *, batch_size: int = 10_000) -> ChainVerifica
                 broken = expected_sequence
             elif row[prev_at] != expected_prev:
                 problem = "prev_hash does not match the previous event's hash"
+                broken = sequence
+            elif row[version_at] < newest_version or (
+                row[version_at] == 1 and (row[span_at] is not None or row[activity_at] is not None)
+            ):
+                # A version 1 event hashes fewer fields: it may neither follow a newer one nor carry
+                # fields its hash does not cover (a downgrade would let those be forged).
+                problem = "an event in an older canonical form where it cannot be"
                 broken = sequence
             elif _row_hash(row) != stored_hash:
                 problem = "the stored hash does not match the event's fields"
@@ -150,6 +160,7 @@ def verify_chain(session: Session, *, batch_size: int = 10_000) -> ChainVerifica
                     problem=problem,
                 )
             checked += 1
+            newest_version = row[version_at]
             expected_prev = stored_hash
             expected_sequence += 1
             last = (sequence, stored_hash)
@@ -199,10 +210,23 @@ class LogVerification:
         }
 
 
-def verify_log(session: Session, public_keys: Mapping[str, Ed25519PublicKey] | None) -> LogVerification:
+def verify_log(
+    session: Session,
+    public_keys: Mapping[str, Ed25519PublicKey] | None,
+    *,
+    max_gap: int | None = None,
+    min_sequence: int | None = None,
+) -> LogVerification:
     """Verify the hash chain, then (given the public keys) every signed checkpoint against it. Without
     keys only the chain is checked, which cannot see events removed from its end."""
     chain = verify_chain(session)
+    if chain.ok and min_sequence is not None and (chain.head_sequence or 0) < min_sequence:
+        # The latest checkpoint known from outside the database: the log was cut back to before it.
+        missing = (chain.head_sequence or 0) + 1
+        chain = ChainVerification(
+            False, chain.events_checked, chain.head_sequence, chain.head_hash, missing,
+            f"the log ends before sequence {min_sequence}, which was known to exist",
+        )  # fmt: skip
     if public_keys is None or not chain.ok:
         return LogVerification(chain, None)
     forged = retention.verify_anchors(session, public_keys)
@@ -212,7 +236,14 @@ def verify_log(session: Session, public_keys: Mapping[str, Ed25519PublicKey] | N
         return LogVerification(
             chain, checkpoints.CheckpointVerification(False, 0, None, first_broken_sequence=start, problem=forged)
         )
+    anchor = retention.latest_anchor(session)
     return LogVerification(
         chain,
-        checkpoints.verify_checkpoints(session, public_keys, chain_head=chain.head_sequence),
+        checkpoints.verify_checkpoints(
+            session,
+            public_keys,
+            chain_head=chain.head_sequence,
+            chain_start=anchor.sequence if anchor is not None else 0,
+            max_gap=max_gap,
+        ),
     )

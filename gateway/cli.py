@@ -244,6 +244,10 @@ def audit_verify(
         list[Path] | None,
         typer.Option("--public-key", help="An Ed25519 public key (PEM) that signed checkpoints; repeatable."),
     ] = None,
+    min_sequence: Annotated[
+        int | None,
+        typer.Option(help="A sequence known (from outside the database) to exist, e.g. the last checkpoint noted."),
+    ] = None,
 ) -> None:
     """Recompute the audit hash chain and check the signed checkpoints; exit 1 at the first broken event.
 
@@ -260,7 +264,9 @@ def audit_verify(
     try:
         with session_factory(engine)() as session:
             read_snapshot(session)
-            result = verify_log(session, keys or None)
+            result = verify_log(
+                session, keys or None, max_gap=settings.audit_checkpoint_every_events, min_sequence=min_sequence
+            )
     finally:
         engine.dispose()
     if not keys:

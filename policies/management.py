@@ -29,6 +29,9 @@ OVERSIGHT_ACTION = "audit:read"
 OVERSIGHT_PURPOSE = "toezicht"
 """The privacy officer's oversight (AVG art. 39) of an organisation may read its rules, never change them."""
 REGISTER = "register"
+AUDIT_LOG = "audit"
+RESERVED_TARGETS = frozenset({REGISTER, AUDIT_LOG, "*"})
+"""Admin and oversight targets that are not organisations; no organisation may take these names."""
 """The admin target for what belongs to no organisation: the organisations and the purpose register."""
 
 
@@ -104,6 +107,8 @@ def organisation_view(organisation: Organisation) -> dict[str, Any]:
 
 def create_organisation(session: Session, *, organisation_id: str, display_name: str, now: datetime) -> Change:
     service.check_identifier("organisation", organisation_id)
+    if organisation_id in RESERVED_TARGETS:
+        raise PolicyConflict(f"{organisation_id!r} names a Datapoort object, not an organisation")
     if session.get(Organisation, organisation_id) is not None:
         raise PolicyConflict(f"organisation {organisation_id!r} already exists")
     organisation = Organisation(id=organisation_id, display_name=display_name, created_at=now)

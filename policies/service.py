@@ -103,6 +103,8 @@ def create_principal(
     if session.get(Principal, principal_id) is not None:
         raise PolicyConflict(f"principal {principal_id!r} already exists")
     registered = session.get(Organisation, organisation)
+    if registered is None and organisation in ("register", "audit"):
+        raise PolicyConflict(f"{organisation!r} names a Datapoort object, not an organisation")
     if registered is None:
         # An organisation is registered with its first principal; ``management`` can name it properly.
         session.add(Organisation(id=organisation, display_name=organisation, created_at=now))

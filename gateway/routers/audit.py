@@ -74,12 +74,22 @@ FilterDep = Annotated[review.EventFilter, Depends(_filter)]
     summary="Check the hash chain and every signed checkpoint; report the first broken sequence",
     dependencies=[Depends(audited_as("audit:verify"))],
 )
-def verify_audit_log(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+def verify_audit_log(
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    audit: AuditDep,
+    min_sequence: Annotated[
+        int | None, Query(ge=1, le=2**62, description="A sequence known from outside the log to exist.")
+    ] = None,
+) -> Response:
     _oversee(session, state, principal, audit)
     keys = verification_keys(state.settings)
     with state.sessions() as reader:
         read_snapshot(reader)  # one consistent view while the gateway keeps writing
-        result = verify_log(reader, keys or None)
+        result = verify_log(
+            reader, keys or None, max_gap=state.settings.audit_checkpoint_every_events, min_sequence=min_sequence
+        )
     report = {**result.report(), "verified_with_keys": bool(keys)}
     return respond(session, audit, report)
 

@@ -177,3 +177,51 @@ def test_key_files_are_written_private_and_never_overwritten(tmp_path: Path) -> 
     assert checkpoints.key_id(checkpoints.load_private_key(tmp_path / "k.pem").public_key()) == kid
     with pytest.raises(FileExistsError):
         checkpoints.generate_key_pair(tmp_path / "k.pem", tmp_path / "other.pub.pem")
+
+
+@pytest.mark.parametrize(
+    ("statements", "broken", "problem"),
+    [
+        # Found in review: deleting checkpoints used to hide a rewritten chain.
+        (["DELETE FROM audit_checkpoint WHERE sequence = 11"], 2, "missing"),
+        (["DELETE FROM audit_checkpoint"], 1, "no signed checkpoint"),
+        (["DELETE FROM audit_checkpoint WHERE sequence > 1"], 2, "events after the last checkpoint"),
+    ],
+)
+def test_deleted_checkpoints_are_noticed(
+    signed: sessionmaker[Session], signer: Ed25519PrivateKey, statements: list[str], broken: int, problem: str
+) -> None:
+    _sql(signed, *statements)
+    with signed() as session:
+        result = verify_log(session, _keys(signer), max_gap=10)  # type: ignore[arg-type]
+    assert not result.ok
+    assert result.first_broken_sequence == broken, result.report()
+    assert problem in (result.problem or "")
+
+
+def test_the_latest_checkpoint_cut_with_the_log_needs_a_sequence_known_from_outside(
+    signed: sessionmaker[Session], signer: Ed25519PrivateKey
+) -> None:
+    """Cutting the log back together with its latest checkpoint is invisible from inside the database;
+    a sequence noted elsewhere (e.g. by the privacy officer) catches it."""
+    _sql(signed, "DELETE FROM audit_event WHERE sequence > 28", "DELETE FROM audit_checkpoint WHERE sequence = 31")
+    with signed() as session:
+        assert verify_log(session, _keys(signer), max_gap=10).ok  # type: ignore[arg-type]
+        result = verify_log(session, _keys(signer), max_gap=10, min_sequence=31)  # type: ignore[arg-type]
+    assert not result.ok
+    assert result.first_broken_sequence == 29
+
+
+def test_an_event_downgraded_to_version_1_is_caught(signed: sessionmaker[Session], signer: Ed25519PrivateKey) -> None:
+    """Version 1 hashes fewer fields: an event turned into version 1 could carry forged, unhashed fields."""
+    with signed() as session:
+        event = session.get(AuditEvent, 20)
+        assert event is not None
+        event.canonical_version = 1
+        event.processing_activity_id = "https://forged.example"
+        fields = {name: getattr(event, name) for name in (*HASHED_FIELDS, "canonical_version")}
+        event.hash = event_hash(fields)
+        session.commit()
+    result = _verify(signed, signer)
+    assert not result.ok
+    assert result.first_broken_sequence == 20

@@ -63,3 +63,13 @@ def test_nothing_old_enough_prunes_nothing(state_engine: Engine) -> None:
     sessions = session_factory(state_engine)
     _append(sessions, 3)
     assert _prune(sessions, signer, -10) == retention.Pruned(0, None)
+
+
+def test_checkpoints_after_pruning_still_link_up(state_engine: Engine) -> None:
+    signer = Ed25519PrivateKey.generate()
+    sessions = session_factory(state_engine, checkpoints.CheckpointPolicy(signer, every_events=10))
+    _append(sessions, 30)
+    _prune(sessions, signer, 14)  # removes checkpoints 1 and 11; 21's predecessor is gone with them
+    with sessions() as session:
+        result = verify_log(session, _keys(signer), max_gap=10)  # type: ignore[arg-type]
+    assert result.ok, result.report()

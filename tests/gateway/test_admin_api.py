@@ -315,3 +315,9 @@ def test_the_privacy_officer_verifies_the_log_through_the_api(api: Api) -> None:
     assert report["events_checked"] >= 1
     assert api.events()[-1].action == "audit:verify"
     assert _as(api, "analyst", "GET", "/v1/audit/verify").status_code == 403
+
+
+@pytest.mark.parametrize("name", ["audit", "register"])
+def test_object_names_cannot_become_organisations(api: Api, name: str) -> None:
+    response = _as(api, "admin", "POST", "/v1/admin/organisations", {"id": name, "display_name": name})
+    assert response.status_code == 409
