@@ -1,6 +1,17 @@
-"""What the benchmarks share: serving a gateway on a free loopback port, in this process, for a while."""
+# ruff: noqa: E402 - the path fix below must run before the project's packages are imported
+"""What the benchmarks share: serving a gateway on a free loopback port, in this process, for a while.
+
+Imported first by every benchmark: run as a script, a benchmark has this folder first on ``sys.path``,
+where ``audit.py`` (the audit benchmark) would shadow the ``audit`` package. The folder moves to the end.
+"""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE] + [str(_HERE)]
 
 import socket
 import threading
