@@ -22,6 +22,7 @@ from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_a
 from gateway.state import GatewayState
 from policies import management
 from policies.exceptions import UnknownObject
+from policies.models import Principal
 from policies.service import AuthenticatedPrincipal
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -204,14 +205,12 @@ def create_principal(
 
 def _principal_organisation(session: Session, principal_id: str) -> Callable[[], str]:
     def organisation() -> str:
-        return str(management.principal_view(session, _principal(session, principal_id))["organisation"])
+        return _principal(session, principal_id).organisation
 
     return organisation
 
 
-def _principal(session: Session, principal_id: str) -> Any:
-    from policies.models import Principal
-
+def _principal(session: Session, principal_id: str) -> Principal:
     found = session.get(Principal, principal_id)
     if found is None:
         raise UnknownObject(f"there is no principal {principal_id!r}")
