@@ -131,6 +131,7 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer, admin): {ke
       -d '{{"purpose": "beleidsinformatie", "sql": "{EXAMPLE_SQL}"}}'
   The partner's key gets 403 for the same request. Who may do what, for which purpose, on which basis
   (as the admin or the privacy officer):
+    ADMIN_KEY=$({read_key.replace("['analyst']", "['admin']")})
     curl -s {base}/v1/admin/grants -H "Authorization: Bearer $ADMIN_KEY"
   or on this host: datapoort grants list --data-dir {settings.data_dir}. Check the audit chain:
     datapoort audit verify --data-dir {settings.data_dir}
