@@ -13,16 +13,25 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE] + [str(_HERE)]
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
+
+
+def write_figures(path: Path, figures: dict[str, Any]) -> None:
+    """The figures as one flat JSON object, so runs can be tracked over time (``--json PATH``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def free_port() -> int:

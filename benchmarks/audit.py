@@ -1,4 +1,3 @@
-# ruff: noqa: E402 - the path fix below must run before the ``audit`` package is imported
 """The audit log: append throughput on SQLite and PostgreSQL, what an event adds to a request's commit,
 and how fast a long chain verifies, beside bare SHA-256 over the same canonical bytes.
 
@@ -17,16 +16,8 @@ uses a schema of its own and drops it. Targets (issue 7): verify >= 300,000 even
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, where this file's name would shadow the
-# ``audit`` package it measures.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import tempfile
@@ -39,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _harness import write_figures  # first: it keeps this file from shadowing the audit package
 from sqlalchemy import Engine, create_engine, insert, make_url, text
 
 from audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical_bytes
@@ -211,9 +203,7 @@ def main() -> None:
     figures = run(events, chain, arguments.postgres)
     print(_table(figures))
     if arguments.json is not None:
-        arguments.json.parent.mkdir(parents=True, exist_ok=True)
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {arguments.json}")
+        write_figures(arguments.json, figures)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ noise, audit event, commit) against the bare DuckDB group-by it wraps, in the sa
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import duckdb
 import httpx
-from _harness import free_port, serving  # benchmarks/ is on sys.path when run as a script
+from _harness import free_port, serving, write_figures  # benchmarks/ is on sys.path when run as a script
 
 from gateway.db import create_state_engine, session_factory
 from gateway.demo import generator, setup
@@ -115,9 +114,7 @@ def main() -> None:
             continue
         print(f"{name:<34}{value:>12.2f}" if isinstance(value, float) else f"{name:<34}{value:>12,}")
     if arguments.json is not None:
-        arguments.json.parent.mkdir(parents=True, exist_ok=True)
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {arguments.json}")
+        write_figures(arguments.json, figures)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 import httpx
-from _harness import free_port, serving  # benchmarks/ is on sys.path when run as a script
+from _harness import free_port, serving, write_figures  # benchmarks/ is on sys.path when run as a script
 
 from gateway.catalog import load_catalog
 from gateway.query import service as query_service
@@ -199,9 +199,7 @@ def main() -> None:
     figures = run(residents, runs, small=min(20_000, residents))
     print(_table(figures))
     if arguments.json is not None:
-        arguments.json.parent.mkdir(parents=True, exist_ok=True)
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {arguments.json}")
+        write_figures(arguments.json, figures)
 
 
 if __name__ == "__main__":

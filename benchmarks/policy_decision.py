@@ -20,7 +20,6 @@ Targets: median decision <= 100 us and p99 <= 1 ms (cold), printed beside plain 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -28,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _harness  # noqa: F401 - first: keeps benchmarks/audit.py from shadowing the audit package
 import casbin
+from _harness import write_figures  # first: it keeps benchmarks/audit.py from shadowing the audit package
 from sqlalchemy import insert
 
 from gateway.db import create_state_engine, session_factory
@@ -212,9 +211,7 @@ def main() -> None:
     figures = run(requests_count, plain_count)
     print(_table(figures))
     if arguments.json is not None:
-        arguments.json.parent.mkdir(parents=True, exist_ok=True)
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {arguments.json}")
+        write_figures(arguments.json, figures)
 
 
 if __name__ == "__main__":

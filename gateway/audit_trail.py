@@ -67,6 +67,20 @@ class AuditContext:
             )
         )
 
+    @classmethod
+    def for_system(cls, actor: str, *, action: str, instance: str, request_id: str | None = None) -> AuditContext:
+        """The event of work done outside a request (the CLI, the demo set-up, a token user's role sync),
+        in a new trace, recorded under ``actor`` (``system:...``)."""
+        context = cls.start(
+            request_id=request_id or secrets.token_hex(16),
+            action=action,
+            traceparent=new_traceparent(None),
+            client_address=None,
+            instance=instance,
+        )
+        context.event.principal_id = actor
+        return context
+
     @property
     def request_id(self) -> str:
         return self.event.request_id
@@ -89,7 +103,7 @@ class AuditContext:
             self.event,
             decision=decision,
             reason=reason,
-            detail=_clean(detail),
+            detail=_bounded(detail),
             privacy_cost=privacy_cost,
             rows_released=rows_released,
             response_digest=hashlib.sha256(response_body).hexdigest() if response_body is not None else None,
@@ -99,12 +113,10 @@ class AuditContext:
 _MAX_DETAIL = 20_000
 
 
-def _clean(text: str | None) -> str | None:
-    """What a database column takes whatever the text: no NUL characters (PostgreSQL refuses them), and a
-    bounded length, so writing an event never fails on what some message happened to contain."""
-    if text is None:
-        return None
-    return text.replace("\x00", "\ufffd")[:_MAX_DETAIL]
+def _bounded(text: str | None) -> str | None:
+    """A detail can quote a source's message of any length; the event keeps a bounded part of it (NUL
+    characters are replaced for every field when the event is written, in ``commit_with_event``)."""
+    return None if text is None else text[:_MAX_DETAIL]
 
 
 def _without_nul(draft: audit_service.EventDraft) -> audit_service.EventDraft:

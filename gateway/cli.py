@@ -301,13 +301,11 @@ def audit_prune(
 ) -> None:
     """Remove events older than the retention period, keeping a signed anchor so the rest still verifies;
     the pruning is itself an audit event."""
-    import getpass
-    import secrets
     from datetime import UTC, datetime, timedelta
 
     from audit import retention
     from gateway.audit_keys import checkpoint_policy
-    from gateway.audit_trail import AuditContext, commit_with_event, new_traceparent
+    from gateway.audit_trail import AuditContext, commit_with_event
     from gateway.db import create_state_engine, session_factory
 
     settings = _settings(data_dir)
@@ -322,14 +320,7 @@ def audit_prune(
     try:
         with session_factory(engine, policy)() as session:
             pruned = retention.prune(session, policy.signer, before=cut, now=now)
-            context = AuditContext.start(
-                request_id=secrets.token_hex(16),
-                action="audit:prune",
-                traceparent=new_traceparent(None),
-                client_address=None,
-                instance=settings.instance,
-            )
-            context.event.principal_id = f"system:cli:{getpass.getuser()}"
+            context = AuditContext.for_system(_cli_actor(), action="audit:prune", instance=settings.instance)
             context.event.query = f"prune before {cut.isoformat()}"
             detail = json.dumps({"events_removed": pruned.events_removed, "anchor_sequence": pruned.anchor_sequence})
             commit_with_event(session, context, context.finish(decision="allow", detail=detail))
@@ -376,15 +367,20 @@ for _name, _sub in (
     app.add_typer(_sub, name=_name)
 
 
+def _cli_actor() -> str:
+    """Who an audit event names for work done with the CLI on the host: the operating-system user."""
+    import getpass
+
+    return f"system:cli:{getpass.getuser()}"
+
+
 def _administer(data_dir: Path, work: Any, *, read: bool = False) -> None:
     """Run ``work(session, now)`` on the state database as ``system:cli:<user>``; write its audit event
     (a change's before and after, or the listing) in the same transaction; print the result as JSON."""
-    import getpass
-    import secrets
     from datetime import UTC, datetime
 
     from gateway.audit_keys import checkpoint_policy
-    from gateway.audit_trail import AuditContext, commit_with_event, describe_change, new_traceparent
+    from gateway.audit_trail import AuditContext, commit_with_event, describe_change
     from gateway.db import create_state_engine, session_factory
     from policies.exceptions import PolicyError
     from policies.management import Change
@@ -394,14 +390,9 @@ def _administer(data_dir: Path, work: Any, *, read: bool = False) -> None:
     engine = create_state_engine(settings.state_database_url)
     try:
         with session_factory(engine, checkpoint_policy(settings))() as session:
-            context = AuditContext.start(
-                request_id=secrets.token_hex(16),
-                action="admin:read" if read else "admin",
-                traceparent=new_traceparent(None),
-                client_address=None,
-                instance=settings.instance,
+            context = AuditContext.for_system(
+                _cli_actor(), action="admin:read" if read else "admin", instance=settings.instance
             )
-            context.event.principal_id = f"system:cli:{getpass.getuser()}"
             now = datetime.now(UTC)
             try:
                 result = work(session, now)

@@ -4,14 +4,13 @@ own, audited when anything changes, before the request's own transaction begins.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.audit_trail import AuditContext, commit_with_event, describe_change, new_traceparent
+from gateway.audit_trail import AuditContext, commit_with_event, describe_change
 from gateway.settings import Settings
 from policies import api_keys, tokens
 from policies import service as policy_service
@@ -92,14 +91,7 @@ def _sync(
                 if change is None:
                     sync.commit()
                     return
-                context = AuditContext.start(
-                    request_id=secrets.token_hex(16),
-                    action="admin",
-                    traceparent=new_traceparent(None),
-                    client_address=None,
-                    instance=instance,
-                )
-                context.event.principal_id = "system:oidc"
+                context = AuditContext.for_system("system:oidc", action="admin", instance=instance)
                 context.event.organisation = identity.organisation
                 detail = describe_change(context, change)
                 commit_with_event(sync, context, context.finish(decision="allow", reason="oidc_sync", detail=detail))

@@ -89,8 +89,8 @@ _Rule = tuple[str, str, str]
 
 
 class _Snapshot:
-    """One loaded policy: casbin's enforcer (the definition, and the role graph) plus an index that
-    answers the model's matcher without casbin's linear scan.
+    """One loaded policy: the lines as casbin's model parses them, and an index that answers the model's
+    matcher without casbin's linear scan (nor its role manager, which loading would build for nothing).
 
     The matcher is ``g(r.sub, p.sub, r.dom) && r.dom == p.dom && keyMatch(r.obj, p.obj) && r.act == p.act
     && (r.purpose == p.purpose || p.purpose == "*")`` with effect "some allow and no deny". The index
@@ -109,16 +109,16 @@ class _Snapshot:
             raise RuntimeError("casbin_model.conf changed: update the policy index in policies/enforcer.py with it")
         model = casbin.Model()
         model.load_model_from_text(text)
+        _RulesAdapter(lines).load_policy(model)
         self.version = version
-        self.enforcer = casbin.Enforcer(model, _RulesAdapter(lines))
         self.allow: dict[tuple[str, str], list[_Rule]] = {}
         self.deny: dict[tuple[str, str], list[_Rule]] = {}
-        for subject, domain, dataset, action, purpose, effect in self.enforcer.get_policy():
+        for subject, domain, dataset, action, purpose, effect in model.get_policy("p", "p"):
             index = self.allow if effect == ALLOW else self.deny
             index.setdefault((domain, action), []).append((subject, dataset, purpose))
         # Role links per domain (``g, member, role, domain``), walked transitively for inherited roles.
         self.links: dict[tuple[str, str], list[str]] = {}
-        for member, role, domain in self.enforcer.get_grouping_policy():
+        for member, role, domain in model.get_policy("g", "g"):
             self.links.setdefault((member, domain), []).append(role)
         self.decisions: dict[Decision, bool] = {}
         self.roles: dict[tuple[str, str], frozenset[str]] = {}

@@ -28,10 +28,9 @@ ADMIN_PURPOSE = "beheer"
 OVERSIGHT_ACTION = "audit:read"
 OVERSIGHT_PURPOSE = "toezicht"
 """The privacy officer's oversight (AVG art. 39) of an organisation may read its rules, never change them."""
-REGISTER = "register"
-AUDIT_LOG = "audit"
-RESERVED_TARGETS = frozenset({REGISTER, AUDIT_LOG, "*"})
-"""Admin and oversight targets that are not organisations; no organisation may take these names."""
+REGISTER = service.REGISTER_TARGET
+AUDIT_LOG = service.AUDIT_LOG_TARGET
+RESERVED_TARGETS = service.RESERVED_TARGETS
 """The admin target for what belongs to no organisation: the organisations and the purpose register."""
 
 

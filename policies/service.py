@@ -77,6 +77,13 @@ class AuthenticatedPrincipal:
     """The API key it authenticated with; ``None`` for a bearer token from the identity provider."""
 
 
+REGISTER_TARGET = "register"
+"""The admin target for what belongs to no organisation: the organisations and the purpose register."""
+AUDIT_LOG_TARGET = "audit"
+"""The oversight target for the audit log itself."""
+RESERVED_TARGETS = frozenset({REGISTER_TARGET, AUDIT_LOG_TARGET, "*"})
+"""Admin and oversight targets that are not organisations; no organisation may take these names."""
+
 PRINCIPAL_KINDS = ("user", "partner", "service")
 OIDC_PRINCIPAL_PREFIX = "oidc:"
 """Principals named ``oidc:...`` belong to the identity provider's users; nobody else may create one."""
@@ -103,7 +110,7 @@ def create_principal(
     if session.get(Principal, principal_id) is not None:
         raise PolicyConflict(f"principal {principal_id!r} already exists")
     registered = session.get(Organisation, organisation)
-    if registered is None and organisation in ("register", "audit"):
+    if registered is None and organisation in RESERVED_TARGETS:
         raise PolicyConflict(f"{organisation!r} names a Datapoort object, not an organisation")
     if registered is None:
         # An organisation is registered with its first principal; ``management`` can name it properly.

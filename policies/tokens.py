@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from policies import management, service
@@ -192,8 +192,7 @@ def sync_principal(session: Session, identity: TokenIdentity, *, now: datetime) 
                 f"{identity.organisation!r}; an administrator must move them"
             )
         before = management.principal_view(session, principal)
-        current = sorted(str(role).removeprefix("role:") for role in _role_links(session, identity.principal_id))
-        if current == list(identity.roles):
+        if before["roles"] == list(identity.roles):
             return None
     subject = principal_subject(identity.principal_id)
     session.execute(delete(CasbinRule).where(CasbinRule.ptype == "g", CasbinRule.v0 == subject))
@@ -204,12 +203,3 @@ def sync_principal(session: Session, identity: TokenIdentity, *, now: datetime) 
     after = management.principal_view(session, session.get(Principal, identity.principal_id))  # type: ignore[arg-type]
     what = "principal.create" if before is None else "principal.sync_roles"
     return management.Change(what, f"principal:{identity.principal_id}", before, after, identity.organisation)
-
-
-def _role_links(session: Session, principal_id: str) -> list[str]:
-    return [
-        str(role)
-        for role in session.scalars(
-            select(CasbinRule.v1).where(CasbinRule.ptype == "g", CasbinRule.v0 == principal_subject(principal_id))
-        )
-    ]

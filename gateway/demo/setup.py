@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.audit_trail import AuditContext, commit_with_event, new_traceparent
+from gateway.audit_trail import AuditContext, commit_with_event
 from policies import service as policy_service
 from policies.enforcer import role_subject
 from policies.exceptions import AuthenticationFailed
@@ -194,14 +194,9 @@ def provision(sessions: sessionmaker[Session], data_dir: Path, *, instance: str)
             changes.append("new demo API keys (earlier demo keys revoked)")
 
         if changes:
-            context = AuditContext.start(
-                request_id=f"demo-setup-{now:%Y%m%dT%H%M%S}",
-                traceparent=new_traceparent(None),
-                client_address=None,
-                instance=instance,
-                action="admin",
+            context = AuditContext.for_system(
+                "system:demo-setup", action="admin", instance=instance, request_id=f"demo-setup-{now:%Y%m%dT%H%M%S}"
             )
-            context.event.principal_id = "system:demo-setup"
             draft = context.finish(decision="allow", reason="demo_setup", detail="; ".join(changes))
             commit_with_event(session, context, draft)
         else:

@@ -1,7 +1,7 @@
 """Answering an aggregate query in three steps that the route keeps apart:
 
-``prepare`` (no data touched: parse, authorise, validate, price, check the budget), ``reserve`` (take the
-cost from the budget under a lock and commit, still before any data is touched) and ``execute`` (the only
+``prepare`` (no data touched: parse, authorise, validate, price), ``reserve`` (check the budget and take the
+cost from it under a lock, and commit, still before any data is touched) and ``execute`` (the only
 step that reads the source: run the compiled statement and add noise). The route then settles the
 reservation in the transaction of the audit event. A query refused before ``reserve`` spends nothing.
 """
@@ -123,7 +123,6 @@ def prepare(
     limits: QueryLimits,
     now: datetime,
     accuracy: AccuracyTarget | None = None,
-    check_budget: bool = True,
     delta: float | None = None,
 ) -> PreparedQuery:
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
@@ -131,27 +130,7 @@ def prepare(
         session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now
     )
     validate_plan(plan, dataset)
-    prepared = build_release(
-        plan,
-        dataset,
-        grant,
-        epsilon=epsilon,
-        accuracy=accuracy,
-        limits=limits,
-        delta=delta,
-    )
-    if check_budget:
-        budget_service.check_affordable(
-            session,
-            grant,
-            principal.id,
-            plan.dataset,
-            prepared.epsilon,
-            now,
-            dataset_cap(dataset),
-            delta=prepared.delta,
-        )
-    return prepared
+    return build_release(plan, dataset, grant, epsilon=epsilon, accuracy=accuracy, limits=limits, delta=delta)
 
 
 def build_release(

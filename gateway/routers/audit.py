@@ -20,10 +20,9 @@ from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_a
 from gateway.state import GatewayState
 from policies import budget as budget_service
 from policies import service as policy_service
-from policies.management import OVERSIGHT_ACTION, OVERSIGHT_PURPOSE
+from policies.management import AUDIT_LOG, OVERSIGHT_ACTION, OVERSIGHT_PURPOSE
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-AUDIT_OBJECT = "audit"
 _REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 422: {}}
 Name = Annotated[str | None, Query(max_length=128)]
 
@@ -35,12 +34,12 @@ def _oversee(
         session,
         state.policy_engine,
         principal,
-        dataset=AUDIT_OBJECT,
+        dataset=AUDIT_LOG,
         action=OVERSIGHT_ACTION,
         purpose=OVERSIGHT_PURPOSE,
         now=audit.started_at,
     )
-    audit.event.dataset, audit.event.purpose, audit.event.legal_basis = AUDIT_OBJECT, grant.purpose, grant.legal_basis
+    audit.event.dataset, audit.event.purpose, audit.event.legal_basis = AUDIT_LOG, grant.purpose, grant.legal_basis
 
 
 def _filter(

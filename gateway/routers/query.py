@@ -86,11 +86,9 @@ def _prepare(
     session: Session,
     state: GatewayState,
     audit: AuditContext,
-    *,
-    check_budget: bool,
 ) -> query_service.PreparedQuery:
     try:
-        return _plan_and_price(body, principal, session, state, audit, check_budget=check_budget)
+        return _plan_and_price(body, principal, session, state, audit)
     except RecursionError as exc:
         # The front doors' nesting limits keep queries far from this; a shape they do not foresee is
         # still a refused query (nothing has been read or spent), not a 500.
@@ -103,8 +101,6 @@ def _plan_and_price(
     session: Session,
     state: GatewayState,
     audit: AuditContext,
-    *,
-    check_budget: bool,
 ) -> query_service.PreparedQuery:
     audit.event.purpose = body.purpose
     if body.plan is not None:
@@ -135,7 +131,6 @@ def _plan_and_price(
             max_delta=settings.max_query_delta,
         ),
         now=audit.started_at,
-        check_budget=check_budget,
         delta=body.delta,
     )
     audit.event.legal_basis = prepared.grant.legal_basis
@@ -153,7 +148,7 @@ def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
     # The budget is checked once, under the lock, by the reservation below (still before any read).
-    prepared = _prepare(body, principal, session, state, audit, check_budget=False)
+    prepared = _prepare(body, principal, session, state, audit)
     state.sources.check_ready(prepared.plan.dataset, prepared.dataset)
     # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
     # lock is held while the source computes, and concurrent queries cannot together pass the budget,
@@ -214,7 +209,7 @@ def _cancel_reservation(state: GatewayState, spend_id: int) -> None:
 def estimate_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    prepared = _prepare(body, principal, session, state, audit, check_budget=False)
+    prepared = _prepare(body, principal, session, state, audit)
     cap = query_service.dataset_cap(prepared.dataset)
     dataset, now = prepared.plan.dataset, audit.started_at
     try:

@@ -63,3 +63,17 @@ def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         yield Api(client=client, keys=keys, settings=settings, demo_dir=demo_dir)
+
+
+@pytest.fixture
+def demo_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small demo data dir made by `datapoort demo --no-serve` (data, catalog, state, keys)."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATAPOORT_CATALOG", raising=False)
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--residents", "1200", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    return tmp_path

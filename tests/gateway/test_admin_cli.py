@@ -21,58 +21,49 @@ from gateway.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
-    monkeypatch.delenv("DATAPOORT_CATALOG", raising=False)
-    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--residents", "1200", "--no-serve"])
-    assert result.exit_code == 0, result.output
-    return tmp_path
-
-
-def _cli(data_dir: Path, *arguments: str, code: int = 0) -> object:
-    result = runner.invoke(app, [*arguments, "--data-dir", str(data_dir)])
+def _cli(demo_data_dir: Path, *arguments: str, code: int = 0) -> object:
+    result = runner.invoke(app, [*arguments, "--data-dir", str(demo_data_dir)])
     assert result.exit_code == code, result.output
     return json.loads(result.stdout) if code == 0 else result.output
 
 
-def _events(data_dir: Path) -> list[tuple[str, str, str, str | None]]:
-    with sqlite3.connect(data_dir / "state.db") as connection:
+def _events(demo_data_dir: Path) -> list[tuple[str, str, str, str | None]]:
+    with sqlite3.connect(demo_data_dir / "state.db") as connection:
         rows = connection.execute(
             "SELECT action, decision, principal_id, detail FROM audit_event ORDER BY sequence"
         ).fetchall()
     return [tuple(row) for row in rows]
 
 
-def test_an_administrator_manages_everything_from_the_host(data_dir: Path) -> None:
-    _cli(data_dir, "orgs", "create", "veiligheid", "--name", "Veiligheid")
-    _cli(data_dir, "purposes", "register", "inbraakpreventie", "--description", "d", "--owner", "VH")
-    _cli(data_dir, "principals", "create", "vera", "--org", "veiligheid", "--name", "Vera")
-    _cli(data_dir, "principals", "assign-role", "vera", "analist")
+def test_an_administrator_manages_everything_from_the_host(demo_data_dir: Path) -> None:
+    _cli(demo_data_dir, "orgs", "create", "veiligheid", "--name", "Veiligheid")
+    _cli(demo_data_dir, "purposes", "register", "inbraakpreventie", "--description", "d", "--owner", "VH")
+    _cli(demo_data_dir, "principals", "create", "vera", "--org", "veiligheid", "--name", "Vera")
+    _cli(demo_data_dir, "principals", "assign-role", "vera", "analist")
     grant = _cli(
-        data_dir,
+        demo_data_dir,
         "grants", "create", "--subject", "role:analist", "--org", "veiligheid", "--dataset", "woninginbraak",
         "--action", "aggregate", "--purpose", "inbraakpreventie", "--basis", "public_task",
         "--basis-text", "Gemeentewet art. 172", "--epsilon", "2",
     )  # fmt: skip
     assert isinstance(grant, dict)
     assert grant["after"]["epsilon_per_period"] == 2.0
-    key = _cli(data_dir, "keys", "issue", "vera", "--label", "laptop", "--expires", "2030-01-01T00:00Z")
+    key = _cli(demo_data_dir, "keys", "issue", "vera", "--label", "laptop", "--expires", "2030-01-01T00:00Z")
     assert isinstance(key, dict)
     assert key["token"].startswith("dpk_")
-    listed = _cli(data_dir, "grants", "list", "--org", "veiligheid")
+    listed = _cli(demo_data_dir, "grants", "list", "--org", "veiligheid")
     assert isinstance(listed, list)
     assert [g["dataset"] for g in listed] == ["woninginbraak"]
-    keys = _cli(data_dir, "keys", "list", "--org", "veiligheid")
+    keys = _cli(demo_data_dir, "keys", "list", "--org", "veiligheid")
     assert isinstance(keys, list)
     assert "token" not in keys[0]
     assert "secret" not in json.dumps(keys)
-    _cli(data_dir, "keys", "revoke", key["after"]["id"])
-    _cli(data_dir, "grants", "revoke", str(grant["after"]["id"]))
-    refused = _cli(data_dir, "grants", "revoke", str(grant["after"]["id"]), code=1)
+    _cli(demo_data_dir, "keys", "revoke", key["after"]["id"])
+    _cli(demo_data_dir, "grants", "revoke", str(grant["after"]["id"]))
+    refused = _cli(demo_data_dir, "grants", "revoke", str(grant["after"]["id"]), code=1)
     assert "already revoked" in str(refused)
-    _cli(data_dir, "keys", "revoke", "nope", code=1)
-    changes = [event for event in _events(data_dir) if str(event[2]).startswith("system:cli:")]
+    _cli(demo_data_dir, "keys", "revoke", "nope", code=1)
+    changes = [event for event in _events(demo_data_dir) if str(event[2]).startswith("system:cli:")]
     kinds = [
         json.loads(event[3] or "{}")["what"] if event[1] == "allow" else None
         for event in changes
@@ -91,14 +82,15 @@ def test_an_administrator_manages_everything_from_the_host(data_dir: Path) -> No
         None,
     ]
     assert [event[1] for event in changes if event[0] == "admin"][-2:] == ["deny", "deny"]
-    assert key["token"] not in json.dumps(_events(data_dir))
-    verify = runner.invoke(app, ["audit", "verify", "--data-dir", str(data_dir)])
+    assert key["token"] not in json.dumps(_events(demo_data_dir))
+    verify = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir)])
     assert verify.exit_code == 0, verify.output
 
 
-def test_times_without_a_zone_are_refused(data_dir: Path) -> None:
+def test_times_without_a_zone_are_refused(demo_data_dir: Path) -> None:
     result = runner.invoke(
-        app, ["keys", "issue", "analist-sociaal-domein", "--expires", "2030-01-01T00:00", "--data-dir", str(data_dir)]
+        app,
+        ["keys", "issue", "analist-sociaal-domein", "--expires", "2030-01-01T00:00", "--data-dir", str(demo_data_dir)],
     )
     assert result.exit_code == 2
 
@@ -109,9 +101,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_two_seconds(data_dir: Path) -> None:
+def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_two_seconds(demo_data_dir: Path) -> None:
     port = _free_port()
-    environment = {**os.environ, "DATAPOORT_DATA_DIR": str(data_dir), "DATAPOORT_PORT": str(port)}
+    environment = {**os.environ, "DATAPOORT_DATA_DIR": str(demo_data_dir), "DATAPOORT_PORT": str(port)}
     environment.pop("DATAPOORT_POLICY_POLL_SECONDS", None)  # the default, as deployed
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve"],
@@ -120,7 +112,7 @@ def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_tw
         stderr=subprocess.DEVNULL,
     )
     try:
-        keys = json.loads((data_dir / "demo-keys.json").read_text())
+        keys = json.loads((demo_data_dir / "demo-keys.json").read_text())
         headers = {"Authorization": f"Bearer {keys['analyst']}"}
         body = {"purpose": "beleidsinformatie", "sql": "SELECT COUNT(*) FROM residents", "epsilon": 0.01}
         base = f"http://127.0.0.1:{port}"
@@ -133,7 +125,7 @@ def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_tw
                 pass
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.1)
-        grants = _cli(data_dir, "grants", "list", "--org", "sociaal-domein")
+        grants = _cli(demo_data_dir, "grants", "list", "--org", "sociaal-domein")
         assert isinstance(grants, list)
         residents = next(g for g in grants if g.get("dataset") == "residents")
         revoke = subprocess.run(
@@ -170,7 +162,7 @@ def test_a_revocation_in_one_process_is_obeyed_by_a_gateway_in_another_within_tw
         (["principals", "create", "oidc:someone", "--org", "sociaal-domein", "--name", "P"], 1),
     ],
 )  # fmt: skip
-def test_bad_administration_is_refused_with_a_reason(data_dir: Path, arguments: list[str], code: int) -> None:
-    result = runner.invoke(app, [*arguments, "--data-dir", str(data_dir)])
+def test_bad_administration_is_refused_with_a_reason(demo_data_dir: Path, arguments: list[str], code: int) -> None:
+    result = runner.invoke(app, [*arguments, "--data-dir", str(demo_data_dir)])
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output

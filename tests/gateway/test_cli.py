@@ -16,15 +16,6 @@ from gateway.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def demo_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
-    monkeypatch.delenv("DATAPOORT_CATALOG", raising=False)
-    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--residents", "1200", "--no-serve"])
-    assert result.exit_code == 0, result.output
-    return tmp_path
-
-
 def test_demo_builds_data_and_writes_private_keys(demo_data_dir: Path) -> None:
     keys_file = demo_data_dir / "demo-keys.json"
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600

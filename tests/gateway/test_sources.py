@@ -72,10 +72,8 @@ def _write_csv_catalog(directory: Path) -> Path:
     return directory / "catalog.yaml"
 
 
-@pytest.fixture
-def operator_api(state_db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
-    """A gateway on an operator's own catalog (not the demo), with one analyst allowed to aggregate."""
-    catalog = _write_csv_catalog(tmp_path / "data")
+def _analyst_key(state_db_url: str) -> str:
+    """A migrated state database with one analyst allowed to aggregate the schuld* datasets; their key."""
     engine = create_state_engine(state_db_url)
     upgrade(engine)
     with session_factory(engine)() as session:
@@ -87,6 +85,14 @@ def operator_api(state_db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient
         grant(session, subject="principal:ana", dataset="schuld*", purpose="schuldhulp-monitor", epsilon_per_period=5.0)
         session.commit()
     engine.dispose()
+    return token
+
+
+@pytest.fixture
+def operator_api(state_db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    """A gateway on an operator's own catalog (not the demo), with one analyst allowed to aggregate."""
+    catalog = _write_csv_catalog(tmp_path / "data")
+    token = _analyst_key(state_db_url)
     settings = Settings(_env_file=None, data_dir=tmp_path, database_url=state_db_url, catalog=catalog)  # type: ignore[call-arg]
     with TestClient(create_app(settings)) as client:
         yield client, token
@@ -231,16 +237,7 @@ def test_a_source_that_is_not_ready_refuses_before_any_budget_is_reserved(
     monkeypatch.delenv("DATAPOORT_TEST_SOURCE_URL", raising=False)
     _write_csv_catalog(tmp_path)
     (tmp_path / "pg.yaml").write_text(PG_CATALOG)
-    engine = create_state_engine(state_db_url)
-    upgrade(engine)
-    with session_factory(engine)() as session:
-        policy_service.register_purpose(session, code="schuldhulp-monitor", description="Monitor", owner="SD")
-        policy_service.create_principal(
-            session, principal_id="ana", display_name="Ana", organisation="sociaal-domein", kind="user", now=NOW
-        )
-        token = policy_service.issue_key(session, principal_id="ana", now=NOW).token
-        grant(session, subject="principal:ana", dataset="schuld*", purpose="schuldhulp-monitor", epsilon_per_period=5.0)
-        session.commit()
+    token = _analyst_key(state_db_url)
     settings = Settings(_env_file=None, data_dir=tmp_path, database_url=state_db_url, catalog=tmp_path / "pg.yaml")  # type: ignore[call-arg]
     with TestClient(create_app(settings)) as client:
         response = client.post(
@@ -249,6 +246,7 @@ def test_a_source_that_is_not_ready_refuses_before_any_budget_is_reserved(
             headers={"Authorization": f"Bearer {token}"},
         )
     assert (response.status_code, response.json()["error"]) == (503, "catalog_invalid")
+    engine = create_state_engine(state_db_url)
     with session_factory(engine)() as session:
         from sqlalchemy import func, select
 
