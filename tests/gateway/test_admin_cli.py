@@ -166,3 +166,52 @@ def test_bad_administration_is_refused_with_a_reason(demo_data_dir: Path, argume
     result = runner.invoke(app, [*arguments, "--data-dir", str(demo_data_dir)])
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
+
+
+def test_the_remaining_commands_change_what_they_say_and_are_audited(demo_data_dir: Path) -> None:
+    _cli(demo_data_dir, "orgs", "create", "veiligheid", "--name", "Veiligheid")
+    _cli(demo_data_dir, "principals", "create", "vera", "--org", "veiligheid", "--name", "Vera")
+    _cli(demo_data_dir, "principals", "assign-role", "vera", "analist")
+    removed = _cli(demo_data_dir, "principals", "remove-role", "vera", "analist")
+    assert isinstance(removed, dict)
+    assert (removed["before"]["roles"], removed["after"]["roles"]) == (["analist"], [])
+    denied = _cli(
+        demo_data_dir, "grants", "deny", "--subject", "principal:vera", "--org", "veiligheid",
+        "--dataset", "*", "--action", "export",
+    )  # fmt: skip
+    assert isinstance(denied, dict)
+    _cli(demo_data_dir, "grants", "undeny", str(denied["after"]["id"]))
+    listed = _cli(demo_data_dir, "grants", "list", "--org", "sociaal-domein")
+    assert isinstance(listed, list)
+    residents = next(g for g in listed if g.get("dataset") == "residents")
+    expired = _cli(demo_data_dir, "grants", "expire", str(residents["id"]), "--until", residents["valid_from"])
+    assert isinstance(expired, dict)
+    assert expired["after"]["valid_until"] == residents["valid_from"]
+    _cli(demo_data_dir, "purposes", "register", "x-doel", "--description", "d", "--owner", "o")
+    retired = _cli(demo_data_dir, "purposes", "retire", "x-doel")
+    assert isinstance(retired, dict)
+    assert retired["after"]["retired_at"] is not None
+    disabled = _cli(demo_data_dir, "principals", "disable", "vera")
+    assert isinstance(disabled, dict)
+    assert disabled["after"]["disabled_at"] is not None
+    _cli(demo_data_dir, "orgs", "disable", "veiligheid")
+    organisations = _cli(demo_data_dir, "orgs", "list")
+    assert isinstance(organisations, list)
+    assert next(o for o in organisations if o["id"] == "veiligheid")["disabled_at"] is not None
+    assert isinstance(_cli(demo_data_dir, "purposes", "list"), list)
+    assert isinstance(_cli(demo_data_dir, "principals", "list", "--org", "veiligheid"), list)
+    what = [
+        json.loads(detail or "{}").get("what")
+        for action, decision, _, detail in _events(demo_data_dir)
+        if action == "admin" and decision == "allow" and detail and detail.startswith("{")
+    ]
+    assert what[-8:] == [
+        "principal.remove_role",
+        "deny.add",
+        "deny.remove",
+        "grant.expire",
+        "purpose.register",
+        "purpose.retire",
+        "principal.disable",
+        "organisation.disable",
+    ]
