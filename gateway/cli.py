@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -249,6 +250,9 @@ def audit_verify(
         int | None,
         typer.Option(help="A sequence known (from outside the database) to exist, e.g. the last checkpoint noted."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes that verify ranges of a long chain (default: one per CPU).")
+    ] = os.cpu_count() or 1,
 ) -> None:
     """Recompute the audit hash chain and check the signed checkpoints; exit 1 at the first broken event.
 
@@ -266,7 +270,11 @@ def audit_verify(
         with session_factory(engine)() as session:
             read_snapshot(session)
             result = verify_log(
-                session, keys or None, max_gap=settings.audit_checkpoint_every_events, min_sequence=min_sequence
+                session,
+                keys or None,
+                max_gap=settings.audit_checkpoint_every_events,
+                min_sequence=min_sequence,
+                workers=workers,
             )
     finally:
         engine.dispose()

@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical_bytes, event_hash
-from audit.service import EventDraft, append_event, verify_chain
+from audit.service import EventDraft, append_event
+from audit.verification import verify_chain
 
 FIXED = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent
-from audit.service import verify_chain
+from audit.verification import verify_chain
 
 WRITER = textwrap.dedent(
     """

@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from audit.service import verify_chain
+from audit.verification import verify_chain
 from gateway.db import create_state_engine, session_factory
 from gateway.exceptions import SourceUnavailable
 from tests.gateway.conftest import DEMO_SQL, Api
