@@ -1,9 +1,10 @@
 """Canonical serialisation of audit events and the hash chain over them.
 
-Canonical form, versions 1 and 2 (stable: a change requires a new version tag, never an edit):
+Canonical form, versions 1 to 3 (stable: a change requires a new version tag, never an edit):
 
 * a JSON object holding the version's fields (``HASHED_FIELDS_V1``; version 2 adds ``parent_span_id`` and
-  ``processing_activity_id``), plus ``"v": <version>``; each event stores the version it was written in;
+  ``processing_activity_id``, version 3 ``completed_at``, ``data_subject_id`` and ``data_subject_type``),
+  plus ``"v": <version>``; each event stores the version it was written in;
 * keys sorted, no insignificant whitespace (separators ``,`` and ``:``), UTF-8, non-ASCII kept as is;
 * timestamps as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC; floats in Python's shortest round-trip form;
   absent values as ``null``.
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-CANONICAL_VERSION = 2
+CANONICAL_VERSION = 3
 """The form new events are written in; every event stores its own (``canonical_version``)."""
 GENESIS_HASH = "0" * 64
 
@@ -50,10 +50,13 @@ HASHED_FIELDS_V1: tuple[str, ...] = (
     "instance",
     "prev_hash",
 )
-HASHED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS_V1, "parent_span_id", "processing_activity_id")
+HASHED_FIELDS_V2: tuple[str, ...] = (*HASHED_FIELDS_V1, "parent_span_id", "processing_activity_id")
 """Version 2 adds the caller's span (W3C ``traceparent``) and the purpose's entry in the register of
 processing activities, as the Logboek Dataverwerkingen names them."""
-FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {1: HASHED_FIELDS_V1, 2: HASHED_FIELDS}
+HASHED_FIELDS: tuple[str, ...] = (*HASHED_FIELDS_V2, "completed_at", "data_subject_id", "data_subject_type")
+"""Version 3 adds when the operation ended (Logboek ``end_time``) and the person an operation concerns
+(Logboek ``data_subject_id``/``_type``): a pseudonym, never a BSN, for a re-identification or an inzage."""
+FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {1: HASHED_FIELDS_V1, 2: HASHED_FIELDS_V2, 3: HASHED_FIELDS}
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -83,37 +86,3 @@ def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
 
 def event_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(fields)).hexdigest()
-
-
-_LAYOUT = {
-    version: [(json.dumps(name) + ":", name) for name in sorted([*names, "v"])]
-    for version, names in FIELDS_BY_VERSION.items()
-}
-_encode_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for text
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return _encode_string(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("audit fields cannot hold infinite or NaN numbers")
-        return float.__repr__(value)
-    if isinstance(value, datetime):
-        return '"' + format_timestamp(value) + '"'
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True)
-
-
-def canonical_bytes_fast(fields: Mapping[str, Any]) -> bytes:
-    """``canonical_bytes`` without building a dict for ``json.dumps`` (same bytes, checked by a property
-    test): the keys are fixed per version, so their order and quoting are computed once. For verifying
-    long chains."""
-    version = _version(fields)
-    parts = [key + (str(version) if name == "v" else _value(fields[name])) for key, name in _LAYOUT[version]]
-    return ("{" + ",".join(parts) + "}").encode()

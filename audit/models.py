@@ -45,6 +45,11 @@ class AuditEvent(AuditBase):
     processing_activity_id: Mapped[str | None] = mapped_column(String(512))
     """The purpose's entry in the register of processing activities (Logboek:
     ``dpl.core.processing_activity_id``)."""
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When the outcome was known and the event written (Logboek ``end_time``); ``occurred_at`` is the start."""
+    data_subject_id: Mapped[str | None] = mapped_column(String(128))
+    """The person the operation concerned, as a pseudonym (Logboek ``dpl.core.data_subject_id``)."""
+    data_subject_type: Mapped[str | None] = mapped_column(String(64))
     canonical_version: Mapped[int] = mapped_column(Integer, server_default="1")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)

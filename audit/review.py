@@ -134,6 +134,12 @@ _STATUS = {"allow": "Ok", "deny": "Unset", "error": "Error"}
 """Logboek ``status``: Error means an internal failure only; a refused request is not an Error."""
 
 
+def _milliseconds(timestamp: Any) -> int | None:
+    if timestamp is None:
+        return None
+    return int(datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def logboek_record(record: dict[str, Any]) -> dict[str, Any]:
     """One event in the shape of a Logboek Dataverwerkingen record (an OpenTelemetry-like span).
 
@@ -141,17 +147,21 @@ def logboek_record(record: dict[str, Any]) -> dict[str, Any]:
     principal, organisation, roles and client address are left out; purpose and legal basis live in the
     register, which ``processing_activity_id`` points to."""
     _, trace_id, span_id, _ = (record.get("traceparent") or "---").split("-")
-    occurred = datetime.fromisoformat(str(record["occurred_at"]).replace("Z", "+00:00"))
+    occurred = _milliseconds(record["occurred_at"])
+    completed = _milliseconds(record.get("completed_at"))
     return {
         "trace_id": trace_id or None,
         "span_id": span_id or None,
         "parent_span_id": record.get("parent_span_id"),
         "name": record["action"],
-        "start_time": int(occurred.timestamp() * 1000),
+        "start_time": occurred,
+        "end_time": completed if completed is not None else occurred,
         "status": _STATUS.get(str(record["decision"]), "Unset"),
         "resource": {"service.name": "datapoort", "service.instance.id": record.get("instance")},
         "attributes": {
             "dpl.core.processing_activity_id": record.get("processing_activity_id"),
+            "dpl.core.data_subject_id": record.get("data_subject_id"),
+            "dpl.core.data_subject_type": record.get("data_subject_type"),
             "datapoort.dataset": record.get("dataset"),
             "datapoort.reason": record.get("reason"),
             "datapoort.privacy_cost": record.get("privacy_cost"),

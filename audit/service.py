@@ -51,7 +51,11 @@ class EventDraft:
     traceparent: str | None = None
     parent_span_id: str | None = None
     processing_activity_id: str | None = None
+    data_subject_id: str | None = None
+    data_subject_type: str | None = None
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    completed_at: datetime | None = None
+    """Set when the event is appended, if the caller has not: the outcome is known by then."""
 
 
 def _lock_chain(session: Session) -> None:
@@ -92,6 +96,7 @@ def append_event(session: Session, draft: EventDraft) -> AuditEvent:
             sequence, prev_hash = (anchor.sequence + 1, anchor.hash) if anchor is not None else (1, GENESIS_HASH)
         fields = {name: getattr(draft, name) for name in _DRAFT_FIELDS}  # asdict() deep-copies: slower
         fields["sequence"] = sequence
+        fields["completed_at"] = fields["completed_at"] or datetime.now(UTC)
         fields["prev_hash"] = prev_hash
         fields["canonical_version"] = CANONICAL_VERSION
         fields["hash"] = event_hash(fields)

@@ -98,11 +98,14 @@ def _keys(version: int) -> list[str]:
     return sorted([*FIELDS_BY_VERSION[version], "v"])
 
 
+_TIMESTAMPS = ("occurred_at", "completed_at")
+
+
 def _sqlite_value(name: str) -> ColumnElement[Any]:
     if name == _SPLIT_AT:
         return literal(0)
-    if name == "occurred_at":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
-        return func.replace(cast(AuditEvent.occurred_at, Text), " ", "T") + "Z"
+    if name in _TIMESTAMPS:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC; NULL stays NULL
+        return func.replace(cast(getattr(AuditEvent, name), Text), " ", "T") + "Z"
     column: ColumnElement[Any] = getattr(AuditEvent, "canonical_version" if name == "v" else name)
     return column
 
@@ -121,9 +124,9 @@ def _postgresql_value(name: str) -> ColumnElement[str]:
         return cast(AuditEvent.canonical_version if name == "v" else AuditEvent.sequence, Text)
     if name == "rows_released":
         return func.coalesce(cast(AuditEvent.rows_released, Text), "null")
-    if name == "occurred_at":
-        moment = func.to_char(func.timezone("UTC", AuditEvent.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-        return cast(func.to_json(moment), Text)
+    if name in _TIMESTAMPS:
+        moment = func.to_char(func.timezone("UTC", getattr(AuditEvent, name)), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        return func.coalesce(cast(func.to_json(moment), Text), "null")
     return func.coalesce(cast(func.to_json(getattr(AuditEvent, name)), Text), "null")
 
 
@@ -135,16 +138,24 @@ def _postgresql_rendering(version: int) -> ColumnElement[str]:
 
 
 def _rendering(dialect: str) -> ColumnElement[str]:
-    """The canonical form of versions 1 and 2, with ``_COST_MARK`` in place of the cost."""
+    """The canonical form of every version, with ``_COST_MARK`` in place of the cost. An unknown version
+    renders as the newest, fails to match and goes to the reference, which refuses it."""
     render = _sqlite_rendering if dialect == "sqlite" else _postgresql_rendering
-    return case((AuditEvent.canonical_version == 1, render(1)), else_=render(2))
+    *older, newest = sorted(FIELDS_BY_VERSION)
+    return case(
+        *[(AuditEvent.canonical_version == version, render(version)) for version in older], else_=render(newest)
+    )
 
 
 def _version_or_flag() -> ColumnElement[int]:
-    """The event's canonical version, or 0 for a version 1 event that carries fields only version 2
-    hashes (a downgrade that would let those be forged)."""
-    extra = or_(AuditEvent.parent_span_id.is_not(None), AuditEvent.processing_activity_id.is_not(None))
-    return case((and_(AuditEvent.canonical_version == 1, extra), 0), else_=AuditEvent.canonical_version)
+    """The event's canonical version, or 0 for an event that carries fields its version does not hash (a
+    downgrade that would let those be forged)."""
+    flags = []
+    for version in sorted(FIELDS_BY_VERSION)[:-1]:
+        unhashed = [name for name in HASHED_FIELDS if name not in FIELDS_BY_VERSION[version]]
+        carried = or_(*[getattr(AuditEvent, name).is_not(None) for name in unhashed])
+        flags.append((and_(AuditEvent.canonical_version == version, carried), 0))
+    return case(*flags, else_=AuditEvent.canonical_version)
 
 
 # -- one range --------------------------------------------------------------------------------------
@@ -204,7 +215,7 @@ def _verify_range(connection: Connection, span: _Range, *, batch_size: int = 10_
             elif prev_hash != expected_prev:
                 problem = "prev_hash does not match the previous event's hash"
             elif version is None or version < newest_version:
-                # A version 1 event hashes fewer fields: it may neither follow a newer one nor carry
+                # An older version hashes fewer fields: it may neither follow a newer one nor carry
                 # fields its hash does not cover (flagged 0).
                 problem = "an event in an older canonical form where it cannot be"
             elif sha256(

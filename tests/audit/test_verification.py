@@ -21,6 +21,7 @@ from audit.verification import _COST_MARK, _rendering, verify_chain
 from gateway.db import create_state_engine, session_factory
 from gateway.migrate import upgrade
 
+_FROM, _UNTIL = datetime(2000, 1, 1), datetime(2100, 1, 1)  # noqa: DTZ001 - hypothesis bounds are naive
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 
@@ -48,9 +49,15 @@ def _rendered(session: Session, sequence: int) -> str:
     cost=st.none() | st.floats(min_value=0, max_value=1e6, allow_nan=False),
     rows=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
     span=st.none() | st.text(alphabet=string.hexdigits, min_size=16, max_size=16),
+    ended=st.none() | st.datetimes(min_value=_FROM, max_value=_UNTIL, timezones=st.just(UTC)),
 )
 def test_the_database_renders_the_reference_form(
-    sessions: sessionmaker[Session], words: list[str], cost: float | None, rows: int | None, span: str | None
+    sessions: sessionmaker[Session],
+    words: list[str],
+    cost: float | None,
+    rows: int | None,
+    span: str | None,
+    ended: datetime | None,
 ) -> None:
     """Quotes, backslashes, control characters and any Unicode, on SQLite and PostgreSQL: byte for byte
     what ``canonical_bytes`` makes, so no event needs the slow path."""
@@ -64,6 +71,8 @@ def test_the_database_renders_the_reference_form(
         privacy_cost=cost,
         rows_released=rows,
         parent_span_id=span,
+        completed_at=ended,
+        data_subject_id=words[0][:128] or None,
     )
     with sessions() as session:
         event = session.scalars(select(AuditEvent).order_by(AuditEvent.sequence.desc()).limit(1)).one()
@@ -71,12 +80,13 @@ def test_the_database_renders_the_reference_form(
         assert _rendered(session, event.sequence).encode() == canonical_bytes(fields)
 
 
-def test_version_1_events_render_in_their_own_form(sessions: sessionmaker[Session]) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_events_render_in_their_own_form(sessions: sessionmaker[Session], version: int) -> None:
     from audit.chain import event_hash
 
     _append(sessions, 2)
     with sessions() as session:
-        session.execute(text("UPDATE audit_event SET canonical_version = 1"))
+        session.execute(text("UPDATE audit_event SET canonical_version = :v"), {"v": version})
         for event in session.scalars(select(AuditEvent)):
             fields = {name: getattr(event, name) for name in (*HASHED_FIELDS, "canonical_version")}
             assert _rendered(session, event.sequence).encode() == canonical_bytes(fields)
