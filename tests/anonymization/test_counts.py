@@ -24,6 +24,14 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "MECHANISM_LAPLACE_THRESHOLD",
         "KeySelection",
         "SelectedKeys",
+        "PSEUDONYM_LENGTH",
+        "MasterSecret",
+        "PseudonymBatch",
+        "Pseudonymiser",
+        "Rule",
+        "derive_key",
+        "fingerprint_of",
+        "small_classes",
     }
     for name in anonymization.__all__:
         assert hasattr(anonymization, name)
