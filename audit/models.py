@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, Integer, String, Text
+from sqlalchemy import BigInteger, Float, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from audit.db_types import UTCDateTime, new_metadata
@@ -85,3 +85,34 @@ class AuditAnchor(AuditBase):
     pruned_at: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class ExtractRecord(AuditBase):
+    """What left in one record-level extract: who, which dataset, purpose and pseudonym key version, the
+    protection applied, and the fingerprints (first 8 bytes, sorted) of every pseudonym released. No
+    identifier is kept: an inzage recomputes a person's pseudonym per extract and looks it up here."""
+
+    __tablename__ = "extract_record"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    principal_id: Mapped[str] = mapped_column(String(128), index=True)
+    organisation: Mapped[str] = mapped_column(String(128))
+    """The partner: the pseudonyms' key is derived from it."""
+    dataset: Mapped[str] = mapped_column(String(128), index=True)
+    purpose: Mapped[str] = mapped_column(String(128))
+    key_version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[str] = mapped_column(Text)
+    """The normalised extract specification (columns, filters, format), as JSON."""
+    generalisations: Mapped[str] = mapped_column(Text)
+    k_anonymity: Mapped[int] = mapped_column(Integer)
+    l_diversity: Mapped[str | None] = mapped_column(String(160))
+    records_suppressed: Mapped[int] = mapped_column(BigInteger)
+    records_planned: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    """``streaming`` until the stream ends, then ``complete`` or ``aborted`` (the client went away)."""
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    records_released: Mapped[int | None] = mapped_column(BigInteger)
+    response_digest: Mapped[str | None] = mapped_column(String(64))
+    fingerprints: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -98,7 +98,7 @@ def as_json_lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> Any:
+def spreadsheet_safe(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula is prefixed with ``'`` (CSV injection): callers
     control some fields, such as the purpose they name."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
@@ -114,7 +114,7 @@ def as_csv(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     for record in records:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow({name: _cell(value) for name, value in record.items()})
+        writer.writerow({name: spreadsheet_safe(value) for name, value in record.items()})
         yield buffer.getvalue().encode()
 
 

@@ -14,7 +14,8 @@ from gateway.db import create_state_engine, session_factory
 from gateway.errors import install_error_handlers
 from gateway.identity import TokenAuthority
 from gateway.middleware import RequestContextMiddleware
-from gateway.routers import admin, audit, catalog, health, query
+from gateway.pseudonym_keys import load_master_secrets
+from gateway.routers import admin, audit, catalog, extract, health, query
 from gateway.settings import Settings
 from gateway.sources import Sources
 from gateway.state import GatewayState
@@ -31,6 +32,7 @@ def build_state(settings: Settings) -> GatewayState:
         policy_engine=PolicyEngine(sessions, poll_seconds=settings.policy_poll_seconds),
         catalog=load_catalog(settings.catalog_path),
         tokens=TokenAuthority.from_settings(settings),
+        master_secrets=load_master_secrets(settings),
         sources=Sources(
             duckdb_memory_limit=settings.duckdb_memory_limit,
             duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),
@@ -68,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(admin.router)
     app.include_router(audit.router)
+    app.include_router(extract.router)
     return app

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from anonymization import InvalidPrivacyParameter, Rule
 from gateway.exceptions import CatalogError
 
 ColumnKind = Literal["identifier", "quasi_identifier", "sensitive", "attribute"]
@@ -42,6 +43,10 @@ class ColumnSpec(_Strict):
     """Float columns are summed as fixed-point integers with this many decimals."""
     quantile_candidates: Annotated[int, Field(ge=2, le=10_000)] | None = None
     """How many evenly spaced candidates within [lower, upper] a quantile chooses from."""
+    generalise: str | None = None
+    """How an extract releases this column: ``band:N`` (integers), ``prefix:N`` (text), ``month`` or
+    ``year`` (dates). Quasi-identifiers without one are released as they are (and still counted in
+    the equivalence classes)."""
 
     @model_validator(mode="after")
     def _bounds_make_sense(self) -> ColumnSpec:
@@ -64,7 +69,19 @@ class ColumnSpec(_Strict):
             raise ValueError("public_keys contains duplicates")
         if isinstance(self.public_keys, list) and not self.public_keys:
             raise ValueError("public_keys is empty; leave it out to release groups through partition selection")
+        if self.generalise is not None:
+            try:
+                rule = Rule.parse(self.generalise)
+            except InvalidPrivacyParameter as exc:
+                raise ValueError(exc.message) from exc
+            needs = {"band": ("integer",), "prefix": ("string",), "month": ("date",), "year": ("date",)}[rule.kind]
+            if self.type not in needs:
+                raise ValueError(f"generalisation {self.generalise!r} does not apply to a {self.type} column")
         return self
+
+    @property
+    def rule(self) -> Rule | None:
+        return Rule.parse(self.generalise) if self.generalise is not None else None
 
     @property
     def keys(self) -> tuple[str, ...] | None:
@@ -102,6 +119,18 @@ class GlobalBudget(_Strict):
     period: Literal["month", "year"] = "month"
 
 
+class LDiversity(_Strict):
+    column: str
+    l: Annotated[int, Field(ge=2, le=100)]  # noqa: E741 - the literature's name
+
+
+class ExportProfile(_Strict):
+    """What an extract for one purpose may hold (data minimisation by purpose)."""
+
+    columns: Annotated[list[str], Field(min_length=1)]
+    l_diversity: LDiversity | None = None
+
+
 class DatasetSpec(_Strict):
     description: str = ""
     source: SourceSpec
@@ -110,17 +139,49 @@ class DatasetSpec(_Strict):
     actions: list[Action] = Field(default_factory=lambda: list[Action](["aggregate"]))
     global_budget: GlobalBudget = Field(default_factory=GlobalBudget)
     columns: dict[Annotated[str, Field(pattern=_NAME)], ColumnSpec]
+    exports: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")], ExportProfile] = Field(
+        default_factory=dict
+    )
+    """Per purpose, the columns an extract may hold."""
 
     @model_validator(mode="after")
     def _privacy_unit_is_a_column(self) -> DatasetSpec:
         if self.privacy_unit not in self.columns:
             raise ValueError(f"privacy_unit {self.privacy_unit!r} is not one of the columns")
+        if self.exports and "export" not in self.actions:
+            raise ValueError("exports are described but 'export' is not among the dataset's actions")
+        for purpose, profile in self.exports.items():
+            for name in profile.columns:
+                column = self.columns.get(name)
+                if column is None:
+                    raise ValueError(f"exports.{purpose}: {name!r} is not one of the columns")
+                if column.kind == "identifier" and name != self.privacy_unit:
+                    raise ValueError(f"exports.{purpose}: {name!r} is a direct identifier and is never released")
+            if profile.l_diversity is not None and profile.l_diversity.column not in profile.columns:
+                raise ValueError(f"exports.{purpose}: the l-diversity column must be one of the exported columns")
         return self
+
+
+class PersonRegister(_Strict):
+    """Where a BSN is found for an inzageverzoek: a dataset whose privacy unit is the identifier the
+    other datasets use for a person, and its BSN column."""
+
+    dataset: str
+    bsn: str
 
 
 class Catalog(_Strict):
     gemeente: str | None = None
     datasets: dict[Annotated[str, Field(pattern=_NAME)], DatasetSpec]
+    persons: PersonRegister | None = None
+
+    @model_validator(mode="after")
+    def _register_exists(self) -> Catalog:
+        if self.persons is not None:
+            dataset = self.datasets.get(self.persons.dataset)
+            if dataset is None or self.persons.bsn not in dataset.columns:
+                raise ValueError("persons must name a dataset and one of its columns (the BSN)")
+        return self
 
     def dataset(self, name: str) -> DatasetSpec | None:
         return self.datasets.get(name)

@@ -112,6 +112,12 @@ def demo(
 
     if settings.audit_signing_key_path is None and not (settings.data_dir / DEFAULT_SIGNING_KEY).exists():
         checkpoints.generate_key_pair(settings.data_dir / DEFAULT_SIGNING_KEY, settings.data_dir / DEFAULT_PUBLIC_KEY)
+    from gateway.pseudonym_keys import add_version
+    from gateway.settings import DEFAULT_PSEUDONYM_KEYS
+
+    no_secrets = settings.pseudonym_key_path is None and settings.pseudonym_master_keys is None
+    if no_secrets and not (settings.data_dir / DEFAULT_PSEUDONYM_KEYS).exists():
+        add_version(settings.data_dir / DEFAULT_PSEUDONYM_KEYS)
     engine = create_state_engine(settings.state_database_url)
     try:
         setup.provision(
@@ -136,6 +142,12 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer, admin): {ke
     curl -s {base}/v1/admin/grants -H "Authorization: Bearer $ADMIN_KEY"
   or on this host: datapoort grants list --data-dir {settings.data_dir}. Check the audit chain:
     datapoort audit verify --data-dir {settings.data_dir}
+  Pull a pseudonymised, k-anonymous extract of jeugdzorg as the partner (CSV, JSON lines or Parquet):
+    DATAPOORT_API_KEY=$({read_key.replace("['analyst']", "['partner']")}) datapoort extract \
+      --dataset jeugdzorg --purpose jeugdhulp-evaluatie \
+      --column person_id --column wijk --column start_date --column end_date --column zorgvorm --output jeugdzorg.csv
+  As the privacy officer, re-identify one pseudonym from it (with a justification), or list the extracts
+  that held a person (inzage): datapoort reidentify --help, datapoort inzage --help
 """
     )
     if serve_api:
@@ -237,6 +249,127 @@ def query(
             typer.echo(f"  {name}: {report['mechanism']}, half-width {report.get('half_width')}")
         return
     _print_answer(answer)
+
+
+_URL = Annotated[str, typer.Option(envvar="DATAPOORT_URL", help="The gateway.")]
+_KEY = Annotated[str | None, typer.Option(envvar="DATAPOORT_API_KEY", help="Your API key.", show_default=False)]
+
+
+def _post_json(url: str, path: str, key: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """POST to a running gateway and return the JSON answer; exit 1 with the error body on a refusal."""
+    import httpx
+
+    if key is None:
+        typer.echo("give your API key in DATAPOORT_API_KEY (or --key)", err=True)
+        raise typer.Exit(2)
+    try:
+        response = httpx.post(
+            url.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=600
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the gateway at {url}: {type(exc).__name__}", err=True)
+        raise typer.Exit(3) from exc
+    answer: dict[str, Any] = response.json()
+    if response.status_code != 200:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False), err=True)
+        raise typer.Exit(1)
+    return answer
+
+
+@app.command()
+def extract(
+    dataset: Annotated[str, typer.Option(help="The dataset.")],
+    purpose: Annotated[str, typer.Option(help="The purpose the export grant names.")],
+    column: Annotated[list[str], typer.Option("--column", help="A column to include; repeatable.")],
+    output: Annotated[Path, typer.Option(help="Where to write the extract.")],
+    where: Annotated[
+        str | None, typer.Option(help='A JSON condition, e.g. {"column": "wijk", "op": "=", "value": "WK001"}.')
+    ] = None,
+    format: Annotated[str, typer.Option(help="csv, jsonl or parquet (default: from --output's suffix).")] = "",
+    spec: Annotated[Path | None, typer.Option(help="The whole specification as a JSON file instead.")] = None,
+    url: _URL = "http://127.0.0.1:8000",
+    key: _KEY = None,
+) -> None:
+    """Pull a pseudonymised, k-anonymous extract from a running gateway into a file (streamed)."""
+    import httpx
+
+    if key is None:
+        typer.echo("give your API key in DATAPOORT_API_KEY (or --key)", err=True)
+        raise typer.Exit(2)
+    body: dict[str, Any] = (
+        json.loads(spec.read_text(encoding="utf-8"))
+        if spec is not None
+        else {"dataset": dataset, "purpose": purpose, "columns": column}
+    )
+    if where is not None:
+        body["where"] = json.loads(where)
+    body.setdefault("format", format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(output.suffix, "csv"))
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        with httpx.stream(
+            "POST", url.rstrip("/") + "/v1/extracts", json=body, headers=headers, timeout=600
+        ) as response:
+            if response.status_code != 200:
+                typer.echo(response.read().decode(errors="replace"), err=True)
+                raise typer.Exit(1)
+            with output.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+            facts = {name[len("x-datapoort-") :]: value for name, value in response.headers.items()
+                     if name.startswith("x-datapoort-")}  # fmt: skip
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the gateway at {url}: {type(exc).__name__}", err=True)
+        raise typer.Exit(3) from exc
+    typer.echo(
+        f"{output}: {facts.get('records')} records (k = {facts.get('k')}, {facts.get('suppressed')} suppressed; "
+        f"generalised: {facts.get('generalisations') or 'nothing'}; pseudonym key v{facts.get('pseudonym-version')}; "
+        f"extract {facts.get('extract-id')})"
+    )
+
+
+@app.command()
+def reidentify(
+    pseudonym: Annotated[str, typer.Argument(help="The pseudonym, as the extract shows it.")],
+    dataset: Annotated[str, typer.Option(help="The dataset the extract was of.")],
+    justification: Annotated[str, typer.Option(help="Why this person must be known (recorded in the audit log).")],
+    purpose: Annotated[str, typer.Option(help="The purpose of the reidentify grant.")] = "herleiding",
+    url: _URL = "http://127.0.0.1:8000",
+    key: _KEY = None,
+) -> None:
+    """Privacy officer: the identifier behind one pseudonym an extract released."""
+    body = {"pseudonym": pseudonym, "dataset": dataset, "purpose": purpose, "justification": justification}
+    answer = _post_json(url, "/v1/reidentify", key, body)
+    typer.echo(f"{answer['privacy_unit']} = {answer['identifier']} (in {len(answer['extracts'])} extract(s))")
+
+
+@app.command()
+def inzage(
+    bsn: Annotated[str | None, typer.Option(help="The person's BSN (found in the catalog's person register).")] = None,
+    privacy_unit_id: Annotated[str | None, typer.Option(help="... or the datasets' identifier for them.")] = None,
+    url: _URL = "http://127.0.0.1:8000",
+    key: _KEY = None,
+) -> None:
+    """Privacy officer: which extracts released records of one person (AVG art. 15)."""
+    body = {"bsn": bsn} if bsn is not None else {"privacy_unit_id": privacy_unit_id}
+    answer = _post_json(url, "/v1/audit/subjects/extracts", key, body)
+    typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+
+
+pseudonyms_app = typer.Typer(help="Master secrets of partner pseudonyms.", no_args_is_help=True)
+app.add_typer(pseudonyms_app, name="pseudonyms")
+
+
+@pseudonyms_app.command("rotate")
+def pseudonyms_rotate(data_dir: DataDir = Path(".datapoort")) -> None:
+    """Add a new master secret version (creating the key file, mode 0600, if needed). Extracts made from
+    now on get new pseudonyms; older versions stay for re-identification and inzage until removed."""
+    from gateway.pseudonym_keys import add_version
+    from gateway.settings import DEFAULT_PSEUDONYM_KEYS
+
+    settings = _settings(data_dir)
+    path = settings.pseudonym_key_path or settings.data_dir / DEFAULT_PSEUDONYM_KEYS
+    version = add_version(path)
+    typer.echo(f"pseudonym master secret version {version} added to {path}; restart the gateway to use it")
 
 
 @audit_app.command("verify")
@@ -622,6 +755,7 @@ def grants_create(
     epsilon: Annotated[float | None, typer.Option(help="Aggregate: epsilon per period.")] = None,
     delta: Annotated[float | None, typer.Option(help="Aggregate: delta per period.")] = None,
     period: Annotated[str | None, typer.Option(help="Aggregate: month or year.")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Export: the smallest equivalence class (default 10).")] = None,
     data_dir: DataDir = Path(".datapoort"),
 ) -> None:
     from policies import management
@@ -642,6 +776,7 @@ def grants_create(
             epsilon_per_period=epsilon,
             delta_per_period=delta,
             budget_period=period or ("month" if action == "aggregate" else None),
+            k_anonymity=k,
         ),
     )
 

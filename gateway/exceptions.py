@@ -7,6 +7,9 @@ GatewayError
  ├── UnknownColumn         the query names a column the dataset does not have
  ├── QueryNotSupported     valid SQL, but outside the subset Datapoort answers; names the construct
  ├── InvalidQuery          the query cannot be parsed or its parameters are out of range
+ ├── InvalidExtract        an extract specification the dataset's export profile cannot serve
+ ├── NotFound              a pseudonym or person the gateway holds nothing about
+ ├── ConfigurationError    a capability the operator has not configured (e.g. no pseudonym secrets)
  └── SourceUnavailable     the data source failed to answer
 """
 
@@ -46,6 +49,18 @@ class QueryNotSupported(GatewayError):
 
 class InvalidQuery(GatewayError):
     code = "invalid_query"
+
+
+class InvalidExtract(GatewayError):
+    code = "invalid_extract"
+
+
+class NotFound(GatewayError):
+    code = "not_found"
+
+
+class ConfigurationError(GatewayError):
+    code = "not_configured"
 
 
 class SourceUnavailable(GatewayError):

@@ -6,11 +6,12 @@ import socket
 import stat
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SIGNING_KEY = "audit-signing-key.pem"
 DEFAULT_PUBLIC_KEY = "audit-signing-key.pub.pem"
+DEFAULT_PSEUDONYM_KEYS = "pseudonym-keys.json"
 
 
 def private_key_file(path: Path) -> Path:
@@ -44,7 +45,12 @@ class Settings(BaseSettings):
         default=3653, ge=1, description="How long audit events are kept; `datapoort audit prune` removes older ones."
     )
     pseudonym_key_path: Path | None = Field(
-        default=None, description="Master secret for partner pseudonyms. No default."
+        default=None,
+        description="Versioned master secrets for partner pseudonyms (JSON: version -> base64), mode 0600; "
+        "default: data_dir/pseudonym-keys.json if it exists.",
+    )
+    pseudonym_master_keys: SecretStr | None = Field(
+        default=None, description="... or the secrets themselves, as 'version:base64,version:base64'."
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -127,6 +133,14 @@ class Settings(BaseSettings):
         if default.is_file():
             return private_key_file(default)
         return None
+
+    @property
+    def pseudonym_key_file(self) -> Path | None:
+        """The configured master-secret file, or the one ``datapoort demo`` keeps in the data dir."""
+        if self.pseudonym_key_path is not None:
+            return self.pseudonym_key_path
+        default = self.data_dir / DEFAULT_PSEUDONYM_KEYS
+        return private_key_file(default) if default.is_file() else None
 
     @property
     def catalog_path(self) -> Path:

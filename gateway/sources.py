@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -76,6 +77,21 @@ class DuckDBSource:
         finally:
             cursor.close()
 
+    def stream(self, sql: str, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Batches of rows as DuckDB produces them; closing the generator (a client that went away)
+        closes the cursor, which stops the query."""
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql)
+            while batch := cursor.fetchmany(batch_size):
+                yield batch
+        except duckdb.Error as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+        finally:
+            cursor.close()
+
     def close(self) -> None:
         self._connection.close()
 
@@ -121,6 +137,22 @@ class PostgresSource:
                 # and with an empty parameter set the driver would read '%' as a placeholder.
                 result = connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
                 return [tuple(row) for row in result]
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+
+    def stream(self, sql: str, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Batches from a server-side cursor, so the table never sits in the gateway's memory."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SET TRANSACTION READ ONLY"))
+                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                result = connection.exec_driver_sql(
+                    sql,
+                    execution_options={"no_parameters": True, "stream_results": True, "max_row_buffer": batch_size},
+                )
+                while batch := result.fetchmany(batch_size):
+                    yield [tuple(row) for row in batch]
         except SQLAlchemyError as exc:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
@@ -195,6 +227,16 @@ class Sources:
             if _fingerprint(dataset.source.path or "") == verified:
                 return rows
         return self.duckdb.fetch_all(compiled.sql)
+
+    def stream(
+        self, name: str, dataset: DatasetSpec, sql: str, *, batch_size: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows of a record-level statement (constants inlined by the compiler), in batches."""
+        if dataset.source.kind == "postgresql":
+            source = self._postgres_for(dataset)
+            source.check_columns(name, dataset)
+            return source.stream(sql, batch_size)
+        return self.duckdb.stream(sql, batch_size)
 
     def _postgres_for(self, dataset: DatasetSpec) -> PostgresSource:
         variable = dataset.source.url_env or ""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from anonymization import MasterSecret
 from gateway.catalog import Catalog
 from gateway.identity import TokenAuthority
 from gateway.settings import Settings
@@ -23,3 +24,5 @@ class GatewayState:
     catalog: Catalog
     sources: Sources
     tokens: TokenAuthority | None = None
+    master_secrets: dict[int, MasterSecret] = field(default_factory=dict)
+    """Pseudonym master secrets by version; empty: extracts are not configured."""

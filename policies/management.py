@@ -371,6 +371,7 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "epsilon_per_period": grant.epsilon_per_period,
         "delta_per_period": grant.delta_per_period,
         "budget_period": grant.budget_period,
+        "k_anonymity": grant.k_anonymity,
         "created_at": _iso(grant.created_at),
     }
 

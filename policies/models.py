@@ -116,6 +116,8 @@ class Grant(PoliciesBase):
     """The delta a principal may spend per period on queries that select group keys from the data;
     ``None`` (or 0) allows only pure epsilon-DP queries."""
     budget_period: Mapped[str | None] = mapped_column(String(16))
+    k_anonymity: Mapped[int | None] = mapped_column(Integer)
+    """An export grant: the smallest number of persons an equivalence class of the extract may hold."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -44,6 +44,12 @@ _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 _OBJECT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.\-]{0,126}\*?)$")
 
 
+DEFAULT_K_ANONYMITY = 10
+MIN_K_ANONYMITY = 2
+"""k = 1 would be no protection at all; a grant that means it must say so some other way."""
+MAX_K_ANONYMITY = 10_000
+
+
 def check_identifier(kind: str, value: str) -> None:
     if not _IDENTIFIER.fullmatch(value):
         raise PolicyConflict(f"{kind} {value!r} must be 1-128 letters, digits or _ . : -")
@@ -237,6 +243,7 @@ def create_grant(
     budget_period: str | None = None,
     delta_per_period: float | None = None,
     valid_from: datetime | None = None,
+    k_anonymity: int | None = None,
 ) -> Grant:
     """Record an allow rule with its legal basis, validity and budget, and its casbin ``p`` line.
 
@@ -259,6 +266,12 @@ def create_grant(
             raise PolicyConflict("delta_per_period must lie in [0, 1)")
     elif delta_per_period is not None or epsilon_per_period is not None:
         raise PolicyConflict("only an aggregate grant carries a privacy budget")
+    if action == "export":
+        k_anonymity = DEFAULT_K_ANONYMITY if k_anonymity is None else k_anonymity
+        if not MIN_K_ANONYMITY <= k_anonymity <= MAX_K_ANONYMITY:
+            raise PolicyConflict(f"k_anonymity must lie in [{MIN_K_ANONYMITY}, {MAX_K_ANONYMITY}]")
+    elif k_anonymity is not None:
+        raise PolicyConflict("only an export grant carries k_anonymity")
     start = valid_from or now
     if valid_until is not None and valid_until <= start:
         raise PolicyConflict("a grant must end after it starts")
@@ -275,6 +288,7 @@ def create_grant(
         epsilon_per_period=epsilon_per_period,
         budget_period=budget_period,
         delta_per_period=delta_per_period,
+        k_anonymity=k_anonymity,
         created_at=now,
     )
     session.add(grant)

@@ -295,30 +295,42 @@ def _geo_columns(geo: Geography) -> dict[str, Any]:
 
 
 def _record_dataset(
-    geo: Geography, description: str, name: str, *, max_contributions: int, **columns: dict[str, Any]
+    geo: Geography,
+    description: str,
+    name: str,
+    *,
+    max_contributions: int,
+    exports: dict[str, Any] | None = None,
+    **columns: dict[str, Any],
 ) -> dict[str, Any]:
     """A social-domain dataset: one row per record of a resident, with the record's own columns."""
-    return {
+    dataset: dict[str, Any] = {
         "description": description,
         "source": {"kind": "parquet", "path": f"{name}.parquet"},
         "privacy_unit": "person_id",
         "max_contributions": max_contributions,
-        "actions": ["aggregate"],
+        "actions": ["aggregate", "export"] if exports else ["aggregate"],
         "columns": {
             "record_id": {"type": "string", "kind": "identifier"},
             "person_id": {"type": "string", "kind": "identifier", "description": "links to residents.person_id"},
             **_geo_columns(geo),
-            "start_date": {"type": "date", "kind": "attribute"},
-            "end_date": {"type": "date", "kind": "attribute"},
+            # A start and end date together nearly single a person out: released as months.
+            "start_date": {"type": "date", "kind": "quasi_identifier", "generalise": "month"},
+            "end_date": {"type": "date", "kind": "quasi_identifier", "generalise": "month"},
             **columns,
         },
     }
+    if exports:
+        dataset["exports"] = exports
+    return dataset
 
 
 def _catalog(geo: Geography) -> dict[str, Any]:
     """The catalog of the demo datasets, with their public keys and bounds."""
     return {
         "gemeente": f"{GEMEENTE_NAME} ({GEMEENTE_CODE})",
+        # Where an inzageverzoek's BSN is found: person_id is what every dataset calls a person.
+        "persons": {"dataset": "residents", "bsn": "bsn"},
         "datasets": {
             "residents": {
                 "description": "Ingezetenen van Voorbeeldstad (BRP-uittreksel, synthetisch)",
@@ -335,10 +347,11 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                         "kind": "quasi_identifier",
                         "lower": REFERENCE_YEAR - 100,
                         "upper": REFERENCE_YEAR,
+                        "generalise": "band:5",
                     },
                     "sex": {"type": "string", "kind": "quasi_identifier", "public_keys": list(SEXES)},
                     **_geo_columns(geo),
-                    "pc6": {"type": "string", "kind": "quasi_identifier"},
+                    "pc6": {"type": "string", "kind": "quasi_identifier", "generalise": "prefix:4"},
                     "household_type": {"type": "string", "kind": "attribute", "public_keys": list(HOUSEHOLD_TYPES)},
                     "income": {"type": "integer", "kind": "sensitive", "lower": 0, "upper": 250_000},
                 },
@@ -355,6 +368,14 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                 "Jeugdhulptrajecten (Jeugdwet)",
                 "jeugdzorg",
                 max_contributions=3,
+                # The contracted provider follows its clients' trajectories: who (a pseudonym), where
+                # (wijk), when (months) and which care; not the buurt, not the costs.
+                exports={
+                    "jeugdhulp-evaluatie": {
+                        "columns": ["person_id", "wijk", "start_date", "end_date", "zorgvorm"],
+                        "l_diversity": {"column": "zorgvorm", "l": 2},
+                    }
+                },
                 zorgvorm={"type": "string", "kind": "sensitive", "public_keys": list(JEUGDZORG_VORMEN)},
                 kosten={"type": "integer", "kind": "sensitive", "lower": 0, "upper": 150_000},
             ),

@@ -64,6 +64,11 @@ PURPOSES = (
         "Functionaris Gegevensbescherming",
     ),
     ("beheer", "Beheer van Datapoort: organisaties, sleutels, doelen en autorisaties", "Informatiebeveiliging"),
+    (
+        "herleiding",
+        "Herleiding van een pseudoniem door de FG bij een gegronde aanleiding (calamiteit, inzageverzoek)",
+        "Functionaris Gegevensbescherming",
+    ),
 )
 
 DEMO_DELTA_PER_MONTH = 1e-7
@@ -90,6 +95,25 @@ GRANTS = (
         "public_task",
         "Jeugdwet art. 7.4.0; contract 2026-JH-014",
         3.0,
+    ),
+    # Records, not aggregates: pseudonymised and k-anonymous (k = 10, the default) for the same purpose.
+    (
+        PARTNER,
+        "jeugdzorg",
+        "export",
+        "jeugdhulp-evaluatie",
+        "public_task",
+        "Jeugdwet art. 7.4.0; contract 2026-JH-014, bijlage gegevensuitwisseling",
+        None,
+    ),
+    (
+        PRIVACY_OFFICER,
+        "jeugdzorg",
+        "reidentify",
+        "herleiding",
+        "legal_obligation",
+        "AVG art. 39 lid 1 sub b; Jeugdwet art. 7.4.0 (herleiding bij calamiteit)",
+        None,
     ),
     (PRIVACY_OFFICER, "audit", "audit:read", "toezicht", "legal_obligation", "AVG art. 39 lid 1 sub b", None),
     # Oversight of every organisation's rules: read, never change.

@@ -32,7 +32,7 @@ from gateway.query.statistics import (
     required,
 )
 
-_SQL_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "float": "DOUBLE", "date": "DATE", "boolean": "BOOLEAN"}
+SQL_TYPES = {"string": "VARCHAR", "integer": "BIGINT", "float": "DOUBLE", "date": "DATE", "boolean": "BOOLEAN"}
 _ROW_NUMBER = "__datapoort_rn"
 _SHUFFLE = "__datapoort_shuffle"
 BUCKET = "__datapoort_bucket"
@@ -53,11 +53,11 @@ class CompiledQuery:
     grid: QuantileGrid | None
 
 
-def _ident(name: str, dialect: str) -> str:
+def ident(name: str, dialect: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect)
 
 
-def _string(value: str, dialect: str) -> str:
+def string_literal(value: str, dialect: str) -> str:
     return exp.Literal.string(value).sql(dialect)
 
 
@@ -65,18 +65,29 @@ def _number(value: float) -> str:
     return repr(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _source_relation(dataset: DatasetSpec, dialect: str) -> str:
+def source_relation(dataset: DatasetSpec, dialect: str) -> str:
     source = dataset.source
     if source.kind == "postgresql":
-        return ".".join(_ident(part, dialect) for part in (source.table or "").split("."))
+        return ".".join(ident(part, dialect) for part in (source.table or "").split("."))
     if source.kind == "csv":
         # Every column as text: a type guessed from a sample would make the reader fail on a later row
         # that does not fit, an error that depends on one row. TRY_CAST gives each column its type.
-        return f"read_csv({_string(source.path or '', dialect)}, all_varchar = true)"
-    return f"read_parquet({_string(source.path or '', dialect)})"
+        return f"read_csv({string_literal(source.path or '', dialect)}, all_varchar = true)"
+    return f"read_parquet({string_literal(source.path or '', dialect)})"
 
 
-def _quoted_condition(condition: exp.Expression, dialect: str) -> str:
+def typed_projection(dataset: DatasetSpec, names: set[str], dialect: str) -> str:
+    if dialect == "duckdb":
+        # Files carry no types of their own that we trust: a value that does not convert becomes NULL.
+        return ", ".join(
+            f"TRY_CAST({ident(name, dialect)} AS {SQL_TYPES[dataset.columns[name].type]}) AS {ident(name, dialect)}"
+            for name in sorted(names)
+        )
+    # A database table's types are checked against the catalog when the source is opened.
+    return ", ".join(ident(name, dialect) for name in sorted(names))
+
+
+def quoted_condition(condition: exp.Expression, dialect: str) -> str:
     def quote(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Column):
             return exp.column(exp.to_identifier(node.name, quoted=True))
@@ -86,7 +97,7 @@ def _quoted_condition(condition: exp.Expression, dialect: str) -> str:
 
 
 def _clamped(column: str, lower: float, upper: float, dialect: str) -> str:
-    return f"LEAST(GREATEST({_ident(column, dialect)}, {_number(lower)}), {_number(upper)})"
+    return f"LEAST(GREATEST({ident(column, dialect)}, {_number(lower)}), {_number(upper)})"
 
 
 def _statistic_sql(statistic: Statistic, dialect: str) -> str:
@@ -94,7 +105,7 @@ def _statistic_sql(statistic: Statistic, dialect: str) -> str:
         return "count(*)"
     column = required(statistic.column, "the statistic's column")
     if statistic.kind == "count":
-        return f"count({_ident(column, dialect)})"
+        return f"count({ident(column, dialect)})"
     fixed = required(statistic.fixed_point, "the sum's fixed point")
     clamped = _clamped(column, fixed.lower, fixed.upper, dialect)
     scaled = clamped if fixed.scale == 1 else f"round({clamped} * {fixed.scale})"
@@ -129,25 +140,17 @@ def compile_statistics(
     if select_keys and ROWS not in statistics:
         statistics = (*statistics, ROWS)
     grid = quantile_grid(aggregates)
-    unit = _ident(dataset.privacy_unit, dialect)
+    unit = ident(dataset.privacy_unit, dialect)
     counted = {aggregate.column for aggregate in plan.aggregates if aggregate.column is not None}
     used = set(plan.group_by) | counted | _condition_columns(plan.where)
 
     def projection(names: set[str]) -> str:
-        if dialect == "duckdb":
-            # Files carry no types of their own that we trust: a value that does not convert becomes NULL.
-            return ", ".join(
-                f"TRY_CAST({_ident(name, dialect)} AS {_SQL_TYPES[dataset.columns[name].type]}) "
-                f"AS {_ident(name, dialect)}"
-                for name in sorted(names)
-            )
-        # A database table's types are checked against the catalog when the source is opened.
-        return ", ".join(_ident(name, dialect) for name in sorted(names))
+        return typed_projection(dataset, names, dialect)
 
-    condition = [f"({_quoted_condition(plan.where, dialect)})"] if plan.where is not None else []
+    condition = [f"({quoted_condition(plan.where, dialect)})"] if plan.where is not None else []
     row_filters = [f"{unit} IS NOT NULL", *condition]
 
-    outputs = [f"CAST({_ident(name, dialect)} AS VARCHAR) AS {_ident(name, dialect)}" for name in plan.group_by]
+    outputs = [f"CAST({ident(name, dialect)} AS VARCHAR) AS {ident(name, dialect)}" for name in plan.group_by]
     if grid is not None:
         outputs.append(f"{_bucket_sql(grid, dialect)} AS {BUCKET}")
     outputs += [f"{_statistic_sql(statistic, dialect)} AS __s{index}" for index, statistic in enumerate(statistics)]
@@ -159,7 +162,7 @@ def compile_statistics(
         # Unbounded runs only on a file verified to hold no row without a unit (``Sources.run``): there
         # the unit column is neither read nor tested, which changes nothing but the time it takes.
         names = used | {dataset.privacy_unit} if bound else used or {dataset.privacy_unit}
-        ctes = [f"typed AS (\n    SELECT {projection(names)}\n    FROM {_source_relation(dataset, dialect)}\n)"]
+        ctes = [f"typed AS (\n    SELECT {projection(names)}\n    FROM {source_relation(dataset, dialect)}\n)"]
         if bound:
             # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
             ctes.append(
@@ -198,12 +201,12 @@ def _public_keys_only(plan: QueryPlan, dataset: DatasetSpec, dialect: str) -> st
         keys = dataset.columns[name].keys
         if keys is None:
             continue
-        column = f"grouped.{_ident(name, dialect)}"
+        column = f"grouped.{ident(name, dialect)}"
         if dialect == "duckdb":
-            values = ", ".join(f"({_string(key, dialect)})" for key in keys)
+            values = ", ".join(f"({string_literal(key, dialect)})" for key in keys)
             clauses.append(f"\nSEMI JOIN (VALUES {values}) AS __k{index}(v) ON {column} = __k{index}.v")
         else:
-            clauses.append(f"{column} IN ({', '.join(_string(key, dialect) for key in keys)})")
+            clauses.append(f"{column} IN ({', '.join(string_literal(key, dialect) for key in keys)})")
     if dialect == "duckdb" or not clauses:
         return "".join(clauses)
     return "\nWHERE " + " AND ".join(clauses)
@@ -211,12 +214,12 @@ def _public_keys_only(plan: QueryPlan, dataset: DatasetSpec, dialect: str) -> st
 
 def contributions_sql(dataset: DatasetSpec) -> str:
     """The most rows any one privacy unit has in a file source, and how many rows have no unit."""
-    unit = _ident(dataset.privacy_unit, "duckdb")
-    unit_type = _SQL_TYPES[dataset.columns[dataset.privacy_unit].type]
+    unit = ident(dataset.privacy_unit, "duckdb")
+    unit_type = SQL_TYPES[dataset.columns[dataset.privacy_unit].type]
     return (
         "SELECT coalesce(max(n) FILTER (WHERE u IS NOT NULL), 0), coalesce(sum(n) FILTER (WHERE u IS NULL), 0) "
         f"FROM (SELECT u, count(*) AS n FROM (SELECT TRY_CAST({unit} AS {unit_type}) AS u "
-        f"FROM {_source_relation(dataset, 'duckdb')}) GROUP BY u)"
+        f"FROM {source_relation(dataset, 'duckdb')}) GROUP BY u)"
     )
 
 

@@ -88,7 +88,7 @@ class PlanOrder(_Model):
     descending: bool = False
 
 
-def _measure(raw: object) -> tuple[int, int]:
+def measure_condition(raw: object) -> tuple[int, int]:
     """(nesting depth, number of and/or operands) of a raw condition, without recursion."""
     deepest = connectives = 0
     pending: list[tuple[object, int]] = [(raw, 0)]
@@ -120,7 +120,7 @@ class JsonPlan(_Model):
     def _not_too_deep(cls, raw: object) -> object:
         """Checked on the raw document, before validation recurses into it."""
         if isinstance(raw, dict) and "where" in raw:
-            check_nesting(*_measure(raw["where"]))
+            check_nesting(*measure_condition(raw["where"]))
         return raw
 
 
@@ -154,9 +154,10 @@ def _grouped(node: exp.Expression) -> exp.Expression:
     return exp.Paren(this=node) if isinstance(node, exp.Connector) else node
 
 
-def _condition(condition: Condition) -> exp.Expression:
+def condition_expression(condition: Condition) -> exp.Expression:
     if isinstance(condition, AllOf | AnyOf):
-        parts = [_condition(part) for part in (condition.and_ if isinstance(condition, AllOf) else condition.or_)]
+        operands = condition.and_ if isinstance(condition, AllOf) else condition.or_
+        parts = [condition_expression(part) for part in operands]
         node = exp.And if isinstance(condition, AllOf) else exp.Or
         # A chain of one connective needs no parentheses (each would make the tree a level deeper);
         # an operand that is itself a connective gets them, so the SQL text reads as the tree.
@@ -165,7 +166,7 @@ def _condition(condition: Condition) -> exp.Expression:
             combined = node(this=combined, expression=_grouped(part))
         return combined
     if isinstance(condition, NoneOf):
-        return exp.Not(this=exp.Paren(this=_condition(condition.not_)))
+        return exp.Not(this=exp.Paren(this=condition_expression(condition.not_)))
     column = exp.column(condition.column)
     if isinstance(condition, Comparison):
         return _COMPARISON_NODES[condition.op](this=column, expression=_literal(condition.value))
@@ -215,7 +216,7 @@ def plan_from_json(plan: JsonPlan) -> QueryPlan:
         raise InvalidQuery("output column names must be unique; give aliases")
     where = None
     if plan.where is not None:
-        where = _condition(plan.where)
+        where = condition_expression(plan.where)
         check_condition(where)
     for order in plan.order_by:
         if order.column not in names:

@@ -59,7 +59,7 @@ def _literal_fits(literal: exp.Expression, column: ColumnSpec) -> bool:
     return False
 
 
-def _check_comparisons(dataset_name: str, dataset: DatasetSpec, condition: exp.Expression) -> None:
+def check_condition_columns(dataset_name: str, dataset: DatasetSpec, condition: exp.Expression) -> None:
     """Every column exists and every constant fits the column it is compared with. The parser has
     already made sure each predicate holds exactly one column and otherwise constants."""
     for node in condition.walk():
@@ -93,4 +93,4 @@ def validate_plan(plan: QueryPlan, dataset: DatasetSpec) -> None:
         if aggregate.column is not None:
             _column(plan.dataset, dataset, aggregate.column)
     if plan.where is not None:
-        _check_comparisons(plan.dataset, dataset, plan.where)
+        check_condition_columns(plan.dataset, dataset, plan.where)

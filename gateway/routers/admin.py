@@ -87,6 +87,9 @@ class GrantCreate(_Body):
     epsilon_per_period: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     delta_per_period: float | None = Field(default=None, ge=0, lt=1)
     budget_period: Literal["month", "year"] | None = None
+    k_anonymity: int | None = Field(
+        default=None, ge=2, le=10_000, description="Export grants: the smallest class in an extract (default 10)."
+    )
 
 
 class GrantExpire(_Body):
@@ -389,6 +392,7 @@ def create_grant(
         epsilon_per_period=body.epsilon_per_period,
         delta_per_period=body.delta_per_period,
         budget_period=body.budget_period,
+        k_anonymity=body.k_anonymity,
     )
     return _changed(session, state, audit, change, status_code=201)
 

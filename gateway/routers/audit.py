@@ -27,7 +27,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 422: {}}
 Name = Annotated[str | None, Query(max_length=128)]
 
 
-def _oversee(
+def oversee(
     session: Session, state: GatewayState, principal: policy_service.AuthenticatedPrincipal, audit: AuditContext
 ) -> None:
     grant = policy_service.authorize(
@@ -82,7 +82,7 @@ def verify_audit_log(
         int | None, Query(ge=1, le=2**62, description="A sequence known from outside the log to exist.")
     ] = None,
 ) -> Response:
-    _oversee(session, state, principal, audit)
+    oversee(session, state, principal, audit)
     keys = verification_keys(state.settings)
     with state.sessions() as reader:
         read_snapshot(reader)  # one consistent view while the gateway keeps writing
@@ -108,7 +108,7 @@ def list_events(
     after: Annotated[int, Query(ge=0, le=2**62, description="The cursor: the last sequence already seen.")] = 0,
     limit: Annotated[int, Query(ge=1, le=review.MAX_PAGE)] = 100,
 ) -> Response:
-    _oversee(session, state, principal, audit)
+    oversee(session, state, principal, audit)
     audit.event.query = f"events {where.describe()} after {after} limit {limit}"
     events, cursor = review.page(session, where, after=after, limit=limit)
     return respond(session, audit, {"events": events, "next": cursor}, rows_released=len(events))
@@ -128,7 +128,7 @@ def export_events(
     audit: AuditDep,
     format: Annotated[Literal["jsonl", "csv", "logboek"], Query()] = "jsonl",
 ) -> StreamingResponse:
-    _oversee(session, state, principal, audit)
+    oversee(session, state, principal, audit)
     audit.event.query = f"export {format} {where.describe()}"
     # The reading is recorded before the first byte leaves; the stream's size is not known in advance.
     commit_with_event(session, audit, audit.finish(decision="allow"))
@@ -162,7 +162,7 @@ def budget_use(
     principal_id: Name = None,
     dataset: Name = None,
 ) -> Response:
-    _oversee(session, state, principal, audit)
+    oversee(session, state, principal, audit)
     audit.event.query = f"budget use since={since} until={until} principal_id={principal_id} dataset={dataset}"
     rows = budget_service.usage(session, since=since, until=until, principal_id=principal_id, dataset=dataset)
     return respond(session, audit, {"budget_use": rows}, rows_released=len(rows))
@@ -177,7 +177,7 @@ def budget_use(
 def denials(
     where: FilterDep, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    _oversee(session, state, principal, audit)
+    oversee(session, state, principal, audit)
     audit.event.query = f"denials {where.describe()}"
     rows = review.denial_summary(session, where)
     return respond(session, audit, {"denials": rows}, rows_released=len(rows))

@@ -1,0 +1,120 @@
+"""The record of every record-level extract, and looking a person up in them (inzage, AVG art. 15).
+
+An extract is opened in the transaction of its authorising audit event, before the first byte leaves,
+and closed when its stream ends (complete, or aborted by the client) with the sorted fingerprints of
+the pseudonyms that actually left. Fingerprints are the first 8 bytes of each pseudonym's HMAC: a
+person is found by recomputing their pseudonym under each extract's partner, dataset and key version,
+never by storing who they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from audit.models import ExtractRecord
+
+_FINGERPRINT = np.dtype(">u8")
+
+
+def pack_fingerprints(parts: Iterable[np.ndarray]) -> bytes:
+    """Distinct fingerprints, sorted, as big-endian 8-byte integers."""
+    arrays = [part.astype(_FINGERPRINT, copy=False) for part in parts if len(part)]
+    if not arrays:
+        return b""
+    return bytes(np.unique(np.concatenate(arrays)).astype(_FINGERPRINT).tobytes())
+
+
+def _contains(packed: bytes | None, fingerprint: int) -> bool:
+    if not packed:
+        return False
+    values = np.frombuffer(packed, dtype=_FINGERPRINT)
+    position = int(np.searchsorted(values, np.uint64(fingerprint)))
+    return position < len(values) and int(values[position]) == fingerprint
+
+
+def open_extract(session: Session, record: ExtractRecord) -> ExtractRecord:
+    session.add(record)
+    session.flush()
+    return record
+
+
+def close_extract(
+    session: Session,
+    extract_id: str,
+    *,
+    status: str,
+    completed_at: datetime,
+    records_released: int,
+    response_digest: str | None,
+    fingerprints: bytes,
+) -> None:
+    session.execute(
+        update(ExtractRecord)
+        .where(ExtractRecord.id == extract_id)
+        .values(
+            status=status,
+            completed_at=completed_at,
+            records_released=records_released,
+            response_digest=response_digest,
+            fingerprints=fingerprints,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractKey:
+    """What a pseudonym in an extract was computed under."""
+
+    organisation: str
+    dataset: str
+    key_version: int
+
+
+def view(record: ExtractRecord) -> dict[str, Any]:
+    return {
+        "extract_id": record.id,
+        "request_id": record.request_id,
+        "principal_id": record.principal_id,
+        "organisation": record.organisation,
+        "dataset": record.dataset,
+        "purpose": record.purpose,
+        "key_version": record.key_version,
+        "k_anonymity": record.k_anonymity,
+        "l_diversity": record.l_diversity,
+        "generalisations": record.generalisations,
+        "records_released": record.records_released,
+        "records_suppressed": record.records_suppressed,
+        "status": record.status,
+        "created_at": record.created_at.isoformat(),
+        "completed_at": record.completed_at.isoformat() if record.completed_at else None,
+    }
+
+
+def extracts_of_person(session: Session, fingerprint_under: Callable[[ExtractKey], int | None]) -> list[ExtractRecord]:
+    """Every extract whose released pseudonyms include the person whose fingerprint, under an extract's
+    key, ``fingerprint_under`` computes (``None``: that key version is no longer held)."""
+    found = []
+    cache: dict[ExtractKey, int | None] = {}
+    for record in session.scalars(select(ExtractRecord).order_by(ExtractRecord.created_at)):
+        key = ExtractKey(record.organisation, record.dataset, record.key_version)
+        if key not in cache:
+            cache[key] = fingerprint_under(key)
+        fingerprint = cache[key]
+        if fingerprint is not None and _contains(record.fingerprints, fingerprint):
+            found.append(record)
+    return found
+
+
+def extracts_with_pseudonym(session: Session, fingerprint: int, *, dataset: str | None = None) -> list[ExtractRecord]:
+    """The extracts that released a pseudonym with this fingerprint."""
+    statement = select(ExtractRecord).order_by(ExtractRecord.created_at)
+    if dataset is not None:
+        statement = statement.where(ExtractRecord.dataset == dataset)
+    return [record for record in session.scalars(statement) if _contains(record.fingerprints, fingerprint)]
