@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import duckdb
@@ -77,7 +77,7 @@ class DuckDBSource:
         finally:
             cursor.close()
 
-    def stream(self, sql: str, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+    def stream(self, sql: str, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
         """Batches of rows as DuckDB produces them; closing the generator (a client that went away)
         closes the cursor, which stops the query."""
         with self._lock:
@@ -141,7 +141,7 @@ class PostgresSource:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
 
-    def stream(self, sql: str, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+    def stream(self, sql: str, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
         """Batches from a server-side cursor, so the table never sits in the gateway's memory."""
         try:
             with self._engine.connect() as connection:
@@ -230,7 +230,7 @@ class Sources:
 
     def stream(
         self, name: str, dataset: DatasetSpec, sql: str, *, batch_size: int = 10_000
-    ) -> Iterator[list[tuple[Any, ...]]]:
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
         """Rows of a record-level statement (constants inlined by the compiler), in batches."""
         if dataset.source.kind == "postgresql":
             source = self._postgres_for(dataset)

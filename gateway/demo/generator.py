@@ -314,9 +314,9 @@ def _record_dataset(
             "record_id": {"type": "string", "kind": "identifier"},
             "person_id": {"type": "string", "kind": "identifier", "description": "links to residents.person_id"},
             **_geo_columns(geo),
-            # A start and end date together nearly single a person out: released as months.
-            "start_date": {"type": "date", "kind": "quasi_identifier", "generalise": "month"},
-            "end_date": {"type": "date", "kind": "quasi_identifier", "generalise": "month"},
+            # A start and end date together nearly single a person out: an extract releases years.
+            "start_date": {"type": "date", "kind": "quasi_identifier", "generalise": "year"},
+            "end_date": {"type": "date", "kind": "quasi_identifier", "generalise": "year"},
             **columns,
         },
     }

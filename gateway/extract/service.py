@@ -194,7 +194,11 @@ def record_extract(
 
 
 def stream_extract(
-    state: GatewayState, prepared: PreparedExtract, opening: audit_service.EventDraft
+    state: GatewayState,
+    prepared: PreparedExtract,
+    opening: audit_service.EventDraft,
+    *,
+    batch_size: int = BATCH_SIZE,
 ) -> Generator[bytes, None, None]:
     """The extract's bytes. Whatever ends the stream (its end, an error, the client going away and the
     generator being closed), the records handed out and their fingerprints are recorded, with a
@@ -207,11 +211,15 @@ def stream_extract(
     fingerprints: list[np.ndarray] = []
     sent = 0
     status = "aborted"
+    source: Generator[list[tuple[Any, ...]], None, None] | None = None
     try:
         chunk = writer.header()
         digest.update(chunk)
         yield chunk
-        for batch in state.sources.stream(prepared.dataset_name, prepared.dataset, prepared.compiled.stream_sql):
+        source = state.sources.stream(
+            prepared.dataset_name, prepared.dataset, prepared.compiled.stream_sql, batch_size=batch_size
+        )
+        for batch in source:
             pseudonyms = prepared.pseudonymiser.batch([row[0] for row in batch])
             fingerprints.append(pseudonyms.fingerprints)
             ordered = sorted(zip(pseudonyms.pseudonyms, batch, strict=True), key=lambda pair: pair[0] or "")
@@ -225,6 +233,8 @@ def stream_extract(
         yield chunk
         status = "complete"
     finally:
+        if source is not None:
+            source.close()  # stops the source's cursor now, not whenever this frame is collected
         _close(state, prepared, opening, status=status, sent=sent, digest=digest.hexdigest(), parts=fingerprints)
 
 

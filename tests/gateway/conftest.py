@@ -16,7 +16,8 @@ from gateway.app import create_app
 from gateway.db import create_state_engine, session_factory
 from gateway.demo import setup
 from gateway.migrate import upgrade
-from gateway.settings import Settings
+from gateway.pseudonym_keys import add_version
+from gateway.settings import DEFAULT_PSEUDONYM_KEYS, Settings
 from policies.models import BudgetSpend
 
 DEMO_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"
@@ -51,6 +52,21 @@ class Api:
             session.execute(text(sql))
             session.commit()
 
+    def refuse_audit_inserts(self) -> None:
+        """Make the state database refuse every new audit event, as a full disk or a revoked grant would."""
+        if self.settings.state_database_url.startswith("sqlite"):
+            self.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            self.execute(
+                "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
+                "LANGUAGE plpgsql"
+            )
+            self.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+            )
+
 
 @pytest.fixture
 def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
@@ -61,6 +77,7 @@ def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
     upgrade(engine)
     keys = setup.provision(session_factory(engine), tmp_path, instance="test")
     engine.dispose()
+    add_version(tmp_path / DEFAULT_PSEUDONYM_KEYS)  # the partner's extracts need a master secret
     with TestClient(create_app(settings)) as client:
         yield Api(client=client, keys=keys, settings=settings, demo_dir=demo_dir)
 

@@ -173,24 +173,9 @@ def test_every_request_lands_in_one_verifying_chain(api: Api) -> None:
     assert result.events_checked == len(events)
 
 
-def _refuse_audit_inserts(api: Api) -> None:
-    if api.settings.state_database_url.startswith("sqlite"):
-        api.execute(
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event BEGIN SELECT RAISE(ABORT, 'refused'); END"
-        )
-    else:
-        api.execute(
-            "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
-            "LANGUAGE plpgsql"
-        )
-        api.execute(
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
-        )
-
-
 def test_fail_closed_when_the_audit_event_cannot_be_written(api: Api) -> None:
     before = len(api.events())
-    _refuse_audit_inserts(api)
+    api.refuse_audit_inserts()
     response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL})
     assert response.status_code == 503
     assert response.json()["error"] == "audit_unavailable"
@@ -202,7 +187,7 @@ def test_fail_closed_when_the_audit_event_cannot_be_written(api: Api) -> None:
 
 
 def test_refusals_also_fail_closed(api: Api) -> None:
-    _refuse_audit_inserts(api)
+    api.refuse_audit_inserts()
     response = api.query(api.keys["partner"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL})
     assert response.status_code == 503
     assert response.json()["error"] == "audit_unavailable"
