@@ -212,3 +212,47 @@ def test_audit_prune_removes_old_events_and_records_itself(demo_data_dir: Path) 
     assert actions == ["audit:prune"]
     verify = runner.invoke(app, ["audit", "verify", "--data-dir", str(demo_data_dir), "--public-key", str(public)])
     assert verify.exit_code == 0, verify.output
+
+
+def test_the_partner_pulls_an_extract_and_the_privacy_officer_traces_it(
+    running_gateway: str, demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    with sqlite3.connect(demo_data_dir / "state.db") as connection:  # this small gemeente cannot meet k = 10
+        connection.execute("UPDATE \"grant\" SET k_anonymity = 2 WHERE action = 'export'")
+    keys = json.loads((demo_data_dir / "demo-keys.json").read_text())
+    output = tmp_path / "jeugdzorg.csv"
+    columns = [part for name in ("person_id", "wijk", "start_date", "zorgvorm") for part in ("--column", name)]
+    base = ["--url", running_gateway, "--key", keys["partner"]]
+    result = runner.invoke(
+        app, ["extract", *base, "--dataset", "jeugdzorg", "--purpose", "jeugdhulp-evaluatie", *columns, "--output",
+              str(output)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "k = 2" in result.output
+    assert "start_date:year" in result.output
+    lines = output.read_text().splitlines()
+    assert lines[0] == "person_id_pseudonym,wijk,start_date,zorgvorm"
+    pseudonym = lines[1].split(",")[0]
+
+    officer = ["--url", running_gateway, "--key", keys["privacy_officer"]]
+    traced = runner.invoke(
+        app, ["reidentify", pseudonym, *officer, "--dataset", "jeugdzorg", "--justification", "Calamiteit 2026-7: "
+              "de jeugdhulpverlener moet de client kunnen benaderen"],
+    )  # fmt: skip
+    assert traced.exit_code == 0, traced.output
+    person = traced.output.split(" = ")[1].split()[0]
+    residents = pq.read_table(demo_data_dir / "residents.parquet", columns=["person_id", "bsn"]).to_pylist()
+    bsn = next(row["bsn"] for row in residents if row["person_id"] == person)
+    found = runner.invoke(app, ["inzage", *officer, "--bsn", str(bsn)])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)["extracts"][0]["dataset"] == "jeugdzorg"
+
+    refused = runner.invoke(
+        app, ["reidentify", pseudonym, *base, "--dataset", "jeugdzorg", "--justification", "x" * 30]
+    )
+    assert refused.exit_code == 1
+    assert "policy_denied" in refused.output
