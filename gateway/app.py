@@ -23,6 +23,7 @@ from policies.enforcer import PolicyEngine
 
 
 def build_state(settings: Settings) -> GatewayState:
+    master_secrets = load_master_secrets(settings)  # first: a key file others can read stops the start
     engine = create_state_engine(settings.state_database_url)
     sessions = session_factory(engine, checkpoint_policy(settings))
     return GatewayState(
@@ -32,7 +33,7 @@ def build_state(settings: Settings) -> GatewayState:
         policy_engine=PolicyEngine(sessions, poll_seconds=settings.policy_poll_seconds),
         catalog=load_catalog(settings.catalog_path),
         tokens=TokenAuthority.from_settings(settings),
-        master_secrets=load_master_secrets(settings),
+        master_secrets=master_secrets,
         sources=Sources(
             duckdb_memory_limit=settings.duckdb_memory_limit,
             duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),

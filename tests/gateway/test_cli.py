@@ -24,6 +24,20 @@ def test_demo_builds_data_and_writes_private_keys(demo_data_dir: Path) -> None:
     assert all(key.startswith("dpk_") for key in keys.values())
     assert (demo_data_dir / "residents.parquet").is_file()
     assert (demo_data_dir / "catalog.yaml").is_file()
+    assert stat.S_IMODE((demo_data_dir / "pseudonym-keys.json").stat().st_mode) == 0o600
+
+
+def test_demo_grants_the_partner_an_extract_but_no_aggregate_on_residents(demo_data_dir: Path) -> None:
+    from gateway.db import create_state_engine, session_factory
+    from policies.models import Grant
+
+    engine = create_state_engine(f"sqlite:///{demo_data_dir / 'state.db'}")
+    with session_factory(engine)() as session:
+        grants = {(grant.domain, grant.dataset, grant.action, grant.purpose) for grant in session.query(Grant)}
+    engine.dispose()
+    assert ("zorgaanbieder-de-brug", "jeugdzorg", "export", "jeugdhulp-evaluatie") in grants
+    assert not any(grant[0] == "zorgaanbieder-de-brug" and grant[1] == "residents" for grant in grants)
+    assert ("gemeente-voorbeeldstad", "jeugdzorg", "reidentify", "herleiding") in grants
 
 
 def test_demo_is_idempotent_and_keeps_working_keys(demo_data_dir: Path) -> None:
@@ -47,6 +61,8 @@ def test_demo_prints_how_to_call_the_api(demo_data_dir: Path) -> None:
     assert "http://127.0.0.1:8123/v1/query" in result.output
     assert "Authorization: Bearer" in result.output
     assert "dpk_" not in result.output  # keys are read from the file, never printed
+    assert "datapoort extract" in result.output
+    assert "--dataset jeugdzorg --purpose jeugdhulp-evaluatie" in result.output
 
 
 def test_audit_verify_passes_then_fails_after_tampering(demo_data_dir: Path) -> None:
