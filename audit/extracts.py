@@ -9,7 +9,7 @@ never by storing who they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,12 +23,32 @@ from audit.models import ExtractRecord
 _FINGERPRINT = np.dtype(">u8")
 
 
-def pack_fingerprints(parts: Iterable[np.ndarray]) -> bytes:
-    """Distinct fingerprints, sorted, as big-endian 8-byte integers."""
-    arrays = [part.astype(_FINGERPRINT, copy=False) for part in parts if len(part)]
-    if not arrays:
-        return b""
-    return bytes(np.unique(np.concatenate(arrays)).astype(_FINGERPRINT).tobytes())
+class FingerprintCollector:
+    """The fingerprints of an extract as it streams, in one array sized for the records planned (it grows
+    if more come), sorted and made distinct in place at the end: about 8 bytes per record, with no
+    list of arrays and no copies for ``np.unique``."""
+
+    def __init__(self, expected: int) -> None:
+        self._values = np.empty(max(expected, 16), dtype=np.uint64)
+        self._count = 0
+
+    def add(self, fingerprints: np.ndarray) -> None:
+        end = self._count + len(fingerprints)
+        if end > len(self._values):
+            self._values = np.resize(self._values, max(end, 2 * len(self._values)))
+        self._values[self._count : end] = fingerprints
+        self._count = end
+
+    def packed(self) -> bytes:
+        """Distinct fingerprints, sorted, as big-endian 8-byte integers."""
+        values = self._values[: self._count]
+        values.sort()
+        if len(values) > 1:
+            distinct = np.empty(len(values), dtype=bool)
+            distinct[0] = True
+            np.not_equal(values[1:], values[:-1], out=distinct[1:])
+            values = values[distinct]
+        return bytes(values.astype(_FINGERPRINT).tobytes())
 
 
 def _contains(packed: bytes | None, fingerprint: int) -> bool:

@@ -37,6 +37,7 @@ def build_state(settings: Settings) -> GatewayState:
         sources=Sources(
             duckdb_memory_limit=settings.duckdb_memory_limit,
             duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),
+            extract_memory_limit=settings.extract_duckdb_memory_limit,
         ),
     )
 
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
         for name, dataset in state.catalog.datasets.items():
-            state.sources.needs_bounding(name, dataset)  # check each file once, before the first query
+            if "aggregate" in dataset.actions:  # check each file once, before the first query
+                state.sources.needs_bounding(name, dataset)
         app.state.gateway = state
         app.state.sessions = state.sessions
         try:

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         pattern=r"^[0-9]+(\.[0-9]+)?\s?(KB|MB|GB|KiB|MiB|GiB)$",
         description="Beyond this DuckDB spills.",
     )
+    extract_duckdb_memory_limit: str = Field(
+        default="32MB",
+        pattern=r"^[0-9]+(\.[0-9]+)?\s?(KB|MB|GB|KiB|MiB|GiB)$",
+        description="Extracts read files through a DuckDB of their own, which spills beyond this: an extract's "
+        "memory does not grow with the data, nor take the aggregates' room.",
+    )
 
     @field_validator("audit_signing_key_path", "pseudonym_key_path")
     @classmethod

@@ -112,21 +112,34 @@ def compile_extract(
         + " FROM named)"
     )  # fmt: skip
     key_columns = [name for index in keys for name in (f"__n{index}", f"__v{index}")]
-    group_by = f" GROUP BY {', '.join(key_columns)}" if key_columns else ""
-    diversity = ""
-    enough = f"count(DISTINCT {UNIT}) >= {k}"
-    if diverse is not None:
-        position = next(index for index, column in enumerate(released) if column.source == diverse[0])
-        diversity = f", count(DISTINCT __c{position}) AS __values"
-        enough += f" AND count(DISTINCT __c{position}) >= {diverse[1]}"
-    summary_sql = (
-        f"WITH {ctes},\nclasses AS (SELECT count(*) AS __records, ({enough}) AS __ok{diversity} "
-        f"FROM selected{group_by})\n"
-        "SELECT coalesce(sum(__records) FILTER (WHERE __ok), 0), coalesce(sum(__records) FILTER (WHERE NOT __ok), 0),"
-        " count(*) FILTER (WHERE __ok) FROM classes"
+    by = "".join(f"{name}, " for name in key_columns)
+    # Distinct counts as two plain GROUP BYs (class and unit, then class), which spill to disk beyond the
+    # memory limit; a DISTINCT aggregate would hold every class's units in memory at once.
+    units = (
+        f"SELECT {by}count(*) AS __units, sum(__records) AS __records FROM "
+        f"(SELECT {by}{UNIT}, count(*) AS __records FROM selected GROUP BY {by}{UNIT}) AS per_unit"
+        + (f" GROUP BY {', '.join(key_columns)}" if key_columns else "")
     )
-    kept = f"kept AS (SELECT {', '.join(key_columns) or '1 AS __one'} FROM selected{group_by} HAVING {enough})"
+    enough = f"__units >= {k}"
+    if diverse is None:
+        classes = f"classes AS ({units})"
+    else:
+        value = f"__c{next(index for index, column in enumerate(released) if column.source == diverse[0])}"
+        values = (
+            f"SELECT {by}count({value}) AS __values FROM "
+            f"(SELECT {by}{value} FROM selected GROUP BY {by}{value}) AS per_value"
+            + (f" GROUP BY {', '.join(key_columns)}" if key_columns else "")
+        )
+        matched = " AND ".join(f"u.{name} = v.{name}" for name in key_columns) or "TRUE"
+        classes = f"classes AS (SELECT u.*, v.__values FROM ({units}) AS u JOIN ({values}) AS v ON {matched})"
+        enough += f" AND __values >= {diverse[1]}"
+    summary_sql = (
+        f"WITH {ctes},\n{classes}\n"
+        f"SELECT coalesce(sum(__records) FILTER (WHERE {enough}), 0), "
+        f"coalesce(sum(__records) FILTER (WHERE NOT ({enough})), 0), count(*) FILTER (WHERE {enough}) FROM classes"
+    )
+    kept = f"kept AS (SELECT {', '.join(key_columns) or '1 AS __one'} FROM classes WHERE {enough})"
     join = " AND ".join(f"s.{name} = kept.{name}" for name in key_columns) or "TRUE"
     projection = ", ".join([f"s.{UNIT}"] + [f"s.__c{index}" for index in range(len(released))])
-    stream_sql = f"WITH {ctes},\n{kept}\nSELECT {projection} FROM selected s JOIN kept ON {join}"
+    stream_sql = f"WITH {ctes},\n{classes},\n{kept}\nSELECT {projection} FROM selected s JOIN kept ON {join}"
     return CompiledExtract(columns=columns, summary_sql=summary_sql, stream_sql=stream_sql)

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from audit.review import spreadsheet_safe
 from gateway.extract.compile import OutputColumn
 
 Format = Literal["csv", "jsonl", "parquet"]
@@ -21,6 +22,8 @@ MEDIA_TYPES: dict[str, str] = {
     "jsonl": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
 }
+_FORMULA = r"^[=+\-@\t\r]"
+"""What ``audit.review.spreadsheet_safe`` guards against, as a pattern over a whole column."""
 _ARROW_TYPES = {
     "string": pa.string(),
     "integer": pa.int64(),
@@ -63,34 +66,48 @@ class _Sink:
 
 
 class Writer:
-    """Rows in (as the gateway releases them, one list per record), bytes out."""
+    """Arrow tables in (the released records, in output order and types), bytes out."""
 
     def __init__(self, format: Format, columns: Sequence[OutputColumn]) -> None:
         self.format = format
         self.names = [column.name for column in columns]
-        self._schema = pa.schema([(column.name, _ARROW_TYPES[column.type]) for column in columns])
+        self.schema = pa.schema([(column.name, _ARROW_TYPES[column.type]) for column in columns])
+        # Text a spreadsheet could run as a formula; pseudonyms (base32) never start with one of these.
+        self._checked = [
+            index for index, column in enumerate(columns) if column.type == "string" and not column.is_unit
+        ]
         self._sink = _Sink()
         self._parquet: pq.ParquetWriter | None = None
 
     def header(self) -> bytes:
         if self.format == "csv":
-            return self._csv([self.names])
+            buffer = io.StringIO()
+            csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(self.names)  # as Arrow quotes text
+            return buffer.getvalue().encode()
         if self.format == "parquet":
-            self._parquet = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), self._schema)
+            self._parquet = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), self.schema)
             return self._sink.take()
         return b""
 
-    def rows(self, rows: list[list[Any]]) -> bytes:
+    def rows(self, table: pa.Table) -> bytes:
+        table = table.cast(self.schema)
         if self.format == "csv":
-            return self._csv([[spreadsheet_safe(value) for value in row] for row in rows])
+            for index in self._checked:
+                column = table.column(index)
+                risky = pc.match_substring_regex(column, _FORMULA)
+                if pc.any(risky).as_py():
+                    safe = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+                    table = table.set_column(index, self.names[index], safe)
+            buffer = io.BytesIO()
+            pacsv.write_csv(table, buffer, write_options=pacsv.WriteOptions(include_header=False))
+            return buffer.getvalue()
         if self.format == "jsonl":
             return "".join(
-                json.dumps(dict(zip(self.names, map(_json_value, row), strict=True)), ensure_ascii=False) + "\n"
-                for row in rows
+                json.dumps({name: _json_value(value) for name, value in row.items()}, ensure_ascii=False) + "\n"
+                for row in table.to_pylist()
             ).encode()
         if self._parquet is None:
             raise RuntimeError("header() opens the Parquet file")
-        table = pa.Table.from_pylist([dict(zip(self.names, row, strict=True)) for row in rows], schema=self._schema)
         self._parquet.write_table(table)
         return self._sink.take()
 
@@ -99,9 +116,3 @@ class Writer:
             self._parquet.close()
             return self._sink.take()
         return b""
-
-    @staticmethod
-    def _csv(rows: list[list[Any]]) -> bytes:
-        buffer = io.StringIO()
-        csv.writer(buffer).writerows(rows)
-        return buffer.getvalue().encode()

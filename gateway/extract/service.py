@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pacompute
 from sqlalchemy.orm import Session
 from sqlglot import exp
 
@@ -204,28 +206,31 @@ def stream_extract(
     generator being closed), the records handed out and their fingerprints are recorded, with a
     completion event carrying the digest of the bytes."""
     writer = Writer(prepared.format, prepared.compiled.columns)
-    # Where each output column sits in a stream row (``__unit`` first, then the released columns).
+    # Where each output column is in a batch from the source: ``__unit`` first, then the released ones.
     released = [column for column in prepared.compiled.columns if not column.is_unit]
     layout = [None if column.is_unit else 1 + released.index(column) for column in prepared.compiled.columns]
     digest = hashlib.sha256()
-    fingerprints: list[np.ndarray] = []
+    fingerprints = extract_records.FingerprintCollector(prepared.records_released)
     sent = 0
     status = "aborted"
-    source: Generator[list[tuple[Any, ...]], None, None] | None = None
+    source: Generator[pa.RecordBatch, None, None] | None = None
     try:
         chunk = writer.header()
         digest.update(chunk)
         yield chunk
-        source = state.sources.stream(
+        source = state.sources.stream_arrow(
             prepared.dataset_name, prepared.dataset, prepared.compiled.stream_sql, batch_size=batch_size
         )
         for batch in source:
-            pseudonyms = prepared.pseudonymiser.batch([row[0] for row in batch])
-            fingerprints.append(pseudonyms.fingerprints)
-            ordered = sorted(zip(pseudonyms.pseudonyms, batch, strict=True), key=lambda pair: pair[0] or "")
-            rows = [[pseudonym if at is None else row[at] for at in layout] for pseudonym, row in ordered]
-            chunk = writer.rows(rows)
-            sent += len(rows)
+            pseudonyms = prepared.pseudonymiser.batch(batch.column(0).to_pylist())
+            fingerprints.add(pseudonyms.fingerprints)
+            pseudonym_column = pa.array(pseudonyms.pseudonyms, pa.string())
+            arrays = [pseudonym_column if at is None else batch.column(at) for at in layout]
+            table = pa.Table.from_arrays(arrays, names=writer.names)
+            # In pseudonym order: the source's own order (which may follow the identifier) does not show.
+            table = table.take(pacompute.sort_indices(pseudonym_column))
+            chunk = writer.rows(table)
+            sent += batch.num_rows
             digest.update(chunk)
             yield chunk
         chunk = writer.footer()
@@ -235,7 +240,7 @@ def stream_extract(
     finally:
         if source is not None:
             source.close()  # stops the source's cursor now, not whenever this frame is collected
-        _close(state, prepared, opening, status=status, sent=sent, digest=digest.hexdigest(), parts=fingerprints)
+        _close(state, prepared, opening, status=status, sent=sent, digest=digest.hexdigest(), fingerprints=fingerprints)
 
 
 def _close(
@@ -246,7 +251,7 @@ def _close(
     status: str,
     sent: int,
     digest: str,
-    parts: list[np.ndarray],
+    fingerprints: extract_records.FingerprintCollector,
 ) -> None:
     now = datetime.now(UTC)
     try:
@@ -258,7 +263,7 @@ def _close(
                 completed_at=now,
                 records_released=sent,
                 response_digest=digest,
-                fingerprints=extract_records.pack_fingerprints(parts),
+                fingerprints=fingerprints.packed(),
             )
             audit_service.append_event(
                 session,

@@ -4,15 +4,16 @@ privacy officer, one pseudonym at a time, with a written justification) and ``/v
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.concurrency import run_in_threadpool
 
 from gateway.audit_trail import commit_with_event, respond
 from gateway.deps import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
@@ -53,14 +54,18 @@ class ExtractRequest(BaseModel):
 
 
 async def _closing(iterator: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
-    """Each chunk made in a worker thread; when the client goes away (Starlette cancels the response),
-    the generator is closed, which stops the source's cursor and records what was sent."""
+    """Each chunk made on one worker thread of this stream's own (allocators keep memory per thread, so
+    hopping between pool threads would multiply it); when the client goes away (Starlette cancels the
+    response), the generator is closed, which stops the source's cursor and records what was sent."""
+    loop = asyncio.get_running_loop()
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
     try:
-        while (chunk := await run_in_threadpool(next, iterator, None)) is not None:
+        while (chunk := await loop.run_in_executor(worker, next, iterator, None)) is not None:
             yield chunk
     finally:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(iterator.close)
+            await loop.run_in_executor(worker, iterator.close)
+        worker.shutdown(wait=False)
 
 
 @router.post(

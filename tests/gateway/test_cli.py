@@ -250,9 +250,11 @@ def test_the_partner_pulls_an_extract_and_the_privacy_officer_traces_it(
     assert result.exit_code == 0, result.output
     assert "k = 2" in result.output
     assert "start_date:year" in result.output
-    lines = output.read_text().splitlines()
-    assert lines[0] == "person_id_pseudonym,wijk,start_date,zorgvorm"
-    pseudonym = lines[1].split(",")[0]
+    import csv
+
+    rows = list(csv.reader(output.read_text().splitlines()))
+    assert rows[0] == ["person_id_pseudonym", "wijk", "start_date", "zorgvorm"]
+    pseudonym = rows[1][0]
 
     officer = ["--url", running_gateway, "--key", keys["privacy_officer"]]
     traced = runner.invoke(
