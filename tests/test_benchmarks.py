@@ -17,7 +17,7 @@ BENCHMARKS = sorted(
 
 
 def test_the_benchmarks_are_there() -> None:
-    assert {path.stem for path in BENCHMARKS} >= {"audit", "demo_query", "dp_query", "policy_decision"}
+    assert {path.stem for path in BENCHMARKS} >= {"audit", "demo_query", "dp_query", "extract", "policy_decision"}
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.stem)
