@@ -97,6 +97,8 @@ def append_event(session: Session, draft: EventDraft) -> AuditEvent:
         fields = {name: getattr(draft, name) for name in _DRAFT_FIELDS}  # asdict() deep-copies: slower
         fields["sequence"] = sequence
         fields["completed_at"] = fields["completed_at"] or datetime.now(UTC)
+        if fields["privacy_cost"] is not None:  # -0.0 would be hashed as such, but SQLite stores 0.0
+            fields["privacy_cost"] = float(fields["privacy_cost"]) + 0.0
         fields["prev_hash"] = prev_hash
         fields["canonical_version"] = CANONICAL_VERSION
         fields["hash"] = event_hash(fields)

@@ -168,7 +168,9 @@ class _CostForms(dict[object, str]):
 
     def __missing__(self, cost: object) -> str:
         number = "null" if cost is None else float.__repr__(cost) if type(cost) is float and math.isfinite(cost) else ""
-        self[cost] = form = f'"{_SPLIT_AT}":{number},'
+        form = f'"{_SPLIT_AT}":{number},'
+        if cost != 0:  # 0.0 and -0.0 are one key but two forms: never remembered, so never confused
+            self[cost] = form
         return form
 
 

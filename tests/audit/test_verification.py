@@ -147,3 +147,16 @@ def test_worker_processes_find_the_first_break(
     assert apart.ok is (broken_at is None)
     if broken_at is None:
         assert apart.events_checked == (90 if tamper is None else 89)
+
+
+def test_minus_zero_is_written_as_zero_and_a_change_to_it_is_found(sessions: sessionmaker[Session]) -> None:
+    """0.0 and -0.0 compare equal but the canonical form writes them differently; SQLite cannot even store
+    -0.0. Appends write 0.0, so the chain verifies on both; PostgreSQL keeps a -0.0 written later, and the
+    verifier, which remembers cost forms per value, must not mistake it for 0.0."""
+    _append(sessions, 2, privacy_cost=-0.0)
+    with sessions() as session:
+        assert verify_chain(session).ok
+        session.execute(text("UPDATE audit_event SET privacy_cost = :cost WHERE sequence = 2"), {"cost": -0.0})
+        result = verify_chain(session)
+        kept_minus_zero = session.get_bind().dialect.name == "postgresql"
+    assert (result.ok, result.first_broken_sequence) == ((False, 2) if kept_minus_zero else (True, None))
