@@ -34,7 +34,7 @@ PSEUDONYM_BYTES = 20
 PSEUDONYM_LENGTH = 32
 """Characters of a pseudonym: 20 bytes in base32."""
 MIN_SECRET_BYTES = 32
-_INFO_PREFIX = b"datapoort/pseudonym/v1\x00"
+_DOMAINS = {"pseudonym": b"datapoort/pseudonym/v1\x00", "inzage": b"datapoort/inzage/v1\x00"}
 _ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", dtype=np.uint8)
 _SHIFTS = np.arange(35, -1, -5, dtype=np.uint64)
 _FIVE_BITS = np.uint64(31)
@@ -57,10 +57,14 @@ class MasterSecret:
         return f"MasterSecret(version={self.version}, secret=<{len(self.secret)} bytes>)"
 
 
-def derive_key(master: MasterSecret, *, partner: str, dataset: str) -> bytes:
+def derive_key(master: MasterSecret, *, partner: str, dataset: str, domain: str = "pseudonym") -> bytes:
+    """``domain`` separates what the keys are for (partners' pseudonyms, or the gateway's own names for
+    the people of an inzage), so that no partner name can ever reach another domain's keys."""
     if not partner or not dataset or "\x00" in partner or "\x00" in dataset:
         raise InvalidPrivacyParameter("partner and dataset must be non-empty and free of NUL characters")
-    info = _INFO_PREFIX + partner.encode() + b"\x00" + dataset.encode()
+    if domain not in _DOMAINS:
+        raise InvalidPrivacyParameter(f"unknown key domain {domain!r}")
+    info = _DOMAINS[domain] + partner.encode() + b"\x00" + dataset.encode()
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master.secret)
 
 
@@ -86,13 +90,14 @@ def _base32(digests: bytes, count: int) -> list[str]:
 class Pseudonymiser:
     """Pseudonyms for one partner and dataset under one master secret version."""
 
-    def __init__(self, master: MasterSecret, *, partner: str, dataset: str) -> None:
+    def __init__(self, master: MasterSecret, *, partner: str, dataset: str, domain: str = "pseudonym") -> None:
         self.version = master.version
         self.partner = partner
         self.dataset = dataset
         # Keyed once; each value then costs a copy of the keyed state (the HMAC inner and outer pads
         # already absorbed), which is faster than hmac.digest() re-keying per value.
-        self._keyed = hmac.new(derive_key(master, partner=partner, dataset=dataset), digestmod=hashlib.sha256)
+        key = derive_key(master, partner=partner, dataset=dataset, domain=domain)
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def pseudonym(self, identifier: str) -> str:
         return self.batch([identifier]).pseudonyms[0] or ""

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, defer
 
 from audit.models import ExtractRecord
 
@@ -122,7 +122,9 @@ def extracts_of_person(session: Session, fingerprint_under: Callable[[ExtractKey
     key, ``fingerprint_under`` computes (``None``: that key version is no longer held)."""
     found = []
     cache: dict[ExtractKey, int | None] = {}
-    for record in session.scalars(select(ExtractRecord).order_by(ExtractRecord.created_at)):
+    # A few records at a time: each holds its extract's fingerprints (8 bytes a person).
+    statement = select(ExtractRecord).order_by(ExtractRecord.created_at).execution_options(yield_per=8)
+    for record in session.scalars(statement):
         key = ExtractKey(record.organisation, record.dataset, record.key_version)
         if key not in cache:
             cache[key] = fingerprint_under(key)
@@ -132,9 +134,21 @@ def extracts_of_person(session: Session, fingerprint_under: Callable[[ExtractKey
     return found
 
 
+def unverifiable(session: Session, held_versions: set[int]) -> list[ExtractRecord]:
+    """Extracts no lookup can answer for: without fingerprints (their stream's end was never recorded)
+    or under a key version no longer held."""
+    statement = (
+        select(ExtractRecord)
+        .options(defer(ExtractRecord.fingerprints))
+        .where(or_(ExtractRecord.fingerprints.is_(None), ExtractRecord.key_version.not_in(held_versions)))
+        .order_by(ExtractRecord.created_at)
+    )
+    return list(session.scalars(statement))
+
+
 def extracts_with_pseudonym(session: Session, fingerprint: int, *, dataset: str | None = None) -> list[ExtractRecord]:
     """The extracts that released a pseudonym with this fingerprint."""
-    statement = select(ExtractRecord).order_by(ExtractRecord.created_at)
+    statement = select(ExtractRecord).order_by(ExtractRecord.created_at).execution_options(yield_per=8)
     if dataset is not None:
         statement = statement.where(ExtractRecord.dataset == dataset)
     return [record for record in session.scalars(statement) if _contains(record.fingerprints, fingerprint)]

@@ -44,6 +44,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -148,9 +149,9 @@ def _rendering(dialect: str) -> ColumnElement[str]:
 
 
 def _version_or_flag() -> ColumnElement[int]:
-    """The event's canonical version, or 0 for an event that carries fields its version does not hash (a
-    downgrade that would let those be forged)."""
-    flags = []
+    """The event's canonical version, 0 for an event that carries fields its version does not hash (a
+    downgrade that would let those be forged), or -1 for a version this verifier does not know."""
+    flags: list[tuple[ColumnElement[bool], int]] = [(AuditEvent.canonical_version.not_in(list(FIELDS_BY_VERSION)), -1)]
     for version in sorted(FIELDS_BY_VERSION)[:-1]:
         unhashed = [name for name in HASHED_FIELDS if name not in FIELDS_BY_VERSION[version]]
         carried = or_(*[getattr(AuditEvent, name).is_not(None) for name in unhashed])
@@ -184,7 +185,7 @@ def _reference_matches(connection: Connection, sequence: int) -> bool:
 
 
 def _verify_range(connection: Connection, span: _Range, *, batch_size: int = 10_000) -> _RangeResult:
-    expected_sequence, expected_prev, newest_version = span.first, span.start_hash, 1
+    expected_prev, newest_version = span.start_hash, 1
     if span.first > span.start:
         before = connection.execute(
             select(AuditEvent.hash, AuditEvent.canonical_version).where(AuditEvent.sequence == span.first - 1)
@@ -205,9 +206,17 @@ def _verify_range(connection: Connection, span: _Range, *, batch_size: int = 10_
         .order_by(AuditEvent.sequence)
         .execution_options(yield_per=batch_size)
     )
+    try:
+        return _walk(connection, connection.execute(statement), span, expected_prev, newest_version)
+    except SQLAlchemyError:  # a value the database cannot render at all (a blob, bytes that are not UTF-8)
+        return _verify_range_by_reference(connection, span)
+
+
+def _walk(connection: Connection, result: Any, span: _Range, expected_prev: str, newest_version: int) -> _RangeResult:
+    """The fast path over one range's rendered rows."""
+    expected_sequence = span.first
     sha256, costs = hashlib.sha256, _CostForms()
     checked, last = 0, None
-    result = connection.execute(statement)
     try:
         for sequence, prev_hash, stored_hash, version, cost, rendered in result:
             problem = None
@@ -216,7 +225,9 @@ def _verify_range(connection: Connection, span: _Range, *, batch_size: int = 10_
                 sequence = expected_sequence
             elif prev_hash != expected_prev:
                 problem = "prev_hash does not match the previous event's hash"
-            elif version is None or version < newest_version:
+            elif version is None or version == -1:
+                problem = "an event in a canonical version this verifier does not know"
+            elif version < newest_version:
                 # An older version hashes fewer fields: it may neither follow a newer one nor carry
                 # fields its hash does not cover (flagged 0).
                 problem = "an event in an older canonical form where it cannot be"
@@ -235,6 +246,32 @@ def _verify_range(connection: Connection, span: _Range, *, batch_size: int = 10_
         result.close()
     if expected_sequence <= span.last:
         return _RangeResult(checked, last, expected_sequence, f"sequence {expected_sequence} is missing")
+    return _RangeResult(checked, last)
+
+
+def _verify_range_by_reference(connection: Connection, span: _Range) -> _RangeResult:
+    """The slow path, for a range the database could not render: each event read alone and recomputed
+    in Python; an event that cannot even be read is where the range breaks."""
+    expected_prev = span.start_hash
+    if span.first > span.start:
+        expected_prev = (
+            connection.execute(
+                select(AuditEvent.hash).where(AuditEvent.sequence == span.first - 1)
+            ).scalar_one_or_none()
+            or ""
+        )
+    checked, last = 0, None
+    for sequence in range(span.first, span.last + 1):
+        try:
+            row = connection.execute(
+                select(AuditEvent.prev_hash, AuditEvent.hash).where(AuditEvent.sequence == sequence)
+            ).first()
+            intact = row is not None and row[0] == expected_prev and _reference_matches(connection, sequence)
+        except SQLAlchemyError:
+            intact = False
+        if not intact or row is None:
+            return _RangeResult(checked, last, sequence, "the event cannot be read or does not match its hash")
+        checked, last, expected_prev = checked + 1, (sequence, row[1]), row[1]
     return _RangeResult(checked, last)
 
 

@@ -157,8 +157,13 @@ class DatasetSpec(_Strict):
                     raise ValueError(f"exports.{purpose}: {name!r} is not one of the columns")
                 if column.kind == "identifier" and name != self.privacy_unit:
                     raise ValueError(f"exports.{purpose}: {name!r} is a direct identifier and is never released")
-            if profile.l_diversity is not None and profile.l_diversity.column not in profile.columns:
-                raise ValueError(f"exports.{purpose}: the l-diversity column must be one of the exported columns")
+            diverse = profile.l_diversity
+            if diverse is not None and (
+                diverse.column not in profile.columns or self.columns[diverse.column].kind == "identifier"
+            ):
+                raise ValueError(
+                    f"exports.{purpose}: the l-diversity column must be an exported, non-identifying column"
+                )
         return self
 
 

@@ -16,6 +16,7 @@ import binascii
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from anonymization import InvalidPrivacyParameter, MasterSecret
@@ -37,11 +38,14 @@ def _secrets_from(pairs: dict[str, str], where: str) -> dict[int, MasterSecret]:
 def load_master_secrets(settings: Settings) -> dict[int, MasterSecret]:
     """Every configured master secret by version; empty when extracts are not configured."""
     if settings.pseudonym_master_keys is not None:
-        raw = settings.pseudonym_master_keys.get_secret_value()
-        pairs = dict(part.strip().split(":", 1) for part in raw.split(",") if ":" in part)
-        if not pairs:
-            raise ConfigurationError("DATAPOORT_PSEUDONYM_MASTER_KEYS must read 'version:base64,...'")
-        return _secrets_from(pairs, "DATAPOORT_PSEUDONYM_MASTER_KEYS")
+        parts = [part.strip() for part in settings.pseudonym_master_keys.get_secret_value().split(",")]
+        pairs = [part.split(":", 1) for part in parts]
+        versions = [pair[0] for pair in pairs]
+        if not parts or any(len(pair) != 2 for pair in pairs) or len(set(versions)) != len(versions):
+            raise ConfigurationError(
+                "DATAPOORT_PSEUDONYM_MASTER_KEYS must read 'version:base64,...', each version once"
+            )
+        return _secrets_from(dict(pairs), "DATAPOORT_PSEUDONYM_MASTER_KEYS")
     path = settings.pseudonym_key_file  # refuses a file others can read
     if path is None:
         return {}
@@ -61,10 +65,16 @@ def add_version(path: Path) -> int:
         existing = json.loads(path.read_text(encoding="utf-8"))
     version = max((int(key) for key in existing), default=0) + 1
     existing[str(version)] = base64.b64encode(secrets.token_bytes(32)).decode()
-    temporary = path.with_suffix(".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(existing, handle, indent=2)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
+    # A new file of our own (mode 0600 from the start), on disk before it replaces the old one: a crash
+    # leaves the old file or the new one, never a truncated mix that would lose every version.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(existing, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return version

@@ -369,10 +369,11 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                 "jeugdzorg",
                 max_contributions=3,
                 # The contracted provider follows its clients' trajectories: who (a pseudonym), where
-                # (wijk), when (months) and which care; not the buurt, not the costs.
+                # (wijk), since when (the year) and which care; not the buurt, the end or the costs. A
+                # pseudonym links a person's records, so the classes are of persons (see README).
                 exports={
                     "jeugdhulp-evaluatie": {
-                        "columns": ["person_id", "wijk", "start_date", "end_date", "zorgvorm"],
+                        "columns": ["person_id", "wijk", "start_date", "zorgvorm"],
                         "l_diversity": {"column": "zorgvorm", "l": 2},
                     }
                 },

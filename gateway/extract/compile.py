@@ -79,6 +79,22 @@ def output_columns(dataset: DatasetSpec, names: list[str]) -> tuple[OutputColumn
     return tuple(columns)
 
 
+def class_columns(dataset: DatasetSpec) -> list[str]:
+    """The quasi-identifiers every extract of ``dataset`` is made k-anonymous over: each one any export
+    profile of the dataset releases, whether or not this extract asks for it. One partner's extracts of
+    a dataset share pseudonyms, so joined together they must not make a class smaller than any alone."""
+    profiled = {name for profile in dataset.exports.values() for name in profile.columns}
+    return sorted(
+        name for name in profiled if dataset.columns[name].kind == "quasi_identifier" and name != dataset.privacy_unit
+    )
+
+
+def _key_text(index: int) -> str:
+    """One quasi-identifier of a record as text that cannot be confused with another value's: null flag,
+    length and value."""
+    return f"CAST(__n{index} AS INTEGER) || ':' || length(__v{index}) || ':' || __v{index}"
+
+
 def compile_extract(
     dataset: DatasetSpec,
     columns: tuple[OutputColumn, ...],
@@ -87,50 +103,71 @@ def compile_extract(
     k: int,
     diverse: tuple[str, int] | None = None,
 ) -> CompiledExtract:
+    """``diverse`` (column, l) applies whether or not the column is released. When the privacy unit is
+    released, a person's records are linked by their pseudonym, so a *person* is the unit of the classes:
+    persons whose records have the same multiset of quasi-identifier values form a class, and a class of
+    fewer than k persons is suppressed with all its records. Without the unit, each record is its own."""
     dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
     unit = ident(dataset.privacy_unit, dialect)
-    needed = {dataset.privacy_unit, *(column.source for column in columns)}
+    quasi = class_columns(dataset)
+    needed = {dataset.privacy_unit, *(column.source for column in columns), *quasi}
+    if diverse is not None:
+        needed.add(diverse[0])
     if condition is not None:
         needed |= {str(node.name) for node in condition.find_all(exp.Column)}
     released = [column for column in columns if not column.is_unit]
-    outputs = [
-        _generalised(column.source, column.rule, dialect) if column.rule else ident(column.source, dialect)
-        for column in released
-    ]
-    keys = [index for index, column in enumerate(released) if column.is_quasi_identifier]
+
+    def value(name: str) -> str:
+        rule = dataset.columns[name].rule if dataset.columns[name].kind == "quasi_identifier" else None
+        return _generalised(name, rule, dialect) if rule else ident(name, dialect)
+
+    named = [f"{unit} AS {UNIT}"]
+    named += [f"{value(column.source)} AS __c{index}" for index, column in enumerate(released)]
+    named += [f"{value(name)} AS __q{index}" for index, name in enumerate(quasi)]
+    if diverse is not None:
+        named.append(f"{ident(diverse[0], dialect)} AS __s")
     filters = [f"{unit} IS NOT NULL"] + ([f"({quoted_condition(condition, dialect)})"] if condition else [])
-    # The outputs are named in one step and their keys derived in the next, so each is computed once.
+    keys = "".join(
+        f", __q{index} IS NULL AS __n{index}, coalesce(CAST(__q{index} AS VARCHAR), '') AS __v{index}"
+        for index in range(len(quasi))
+    )
     ctes = (
         f"typed AS NOT MATERIALIZED (SELECT {typed_projection(dataset, needed, dialect)} "
         f"FROM {source_relation(dataset, dialect)}),\n"
-        f"named AS NOT MATERIALIZED (SELECT {unit} AS {UNIT}, "
-        + ", ".join([f"{sql} AS __c{index}" for index, sql in enumerate(outputs)] or ["1 AS __none"])
-        + f" FROM typed WHERE {' AND '.join(filters)}),\n"
-        "selected AS NOT MATERIALIZED (SELECT named.*"
-        + "".join(f", __c{index} IS NULL AS __n{index}, coalesce(CAST(__c{index} AS VARCHAR), '') AS __v{index}"
-                  for index in keys)
-        + " FROM named)"
-    )  # fmt: skip
-    key_columns = [name for index in keys for name in (f"__n{index}", f"__v{index}")]
-    by = "".join(f"{name}, " for name in key_columns)
-    # Distinct counts as two plain GROUP BYs (class and unit, then class), which spill to disk beyond the
-    # memory limit; a DISTINCT aggregate would hold every class's units in memory at once.
-    units = (
-        f"SELECT {by}count(*) AS __units, sum(__records) AS __records FROM "
-        f"(SELECT {by}{UNIT}, count(*) AS __records FROM selected GROUP BY {by}{UNIT}) AS per_unit"
-        + (f" GROUP BY {', '.join(key_columns)}" if key_columns else "")
+        f"named AS NOT MATERIALIZED (SELECT {', '.join(named)} FROM typed WHERE {' AND '.join(filters)}),\n"
+        f"selected AS NOT MATERIALIZED (SELECT named.*{keys} FROM named)"
     )
+    key_columns = [name for index in range(len(quasi)) for name in (f"__n{index}", f"__v{index}")]
+    linked = any(column.is_unit for column in columns)
+    if linked:
+        record_key = " || ',' || ".join(_key_text(index) for index in range(len(quasi))) or "''"
+        member, group = UNIT, ["__sig"]
+        # Distinct counts as plain GROUP BYs, which spill to disk beyond the memory limit.
+        ctes += (
+            f",\npersons AS (SELECT {UNIT}, string_agg({record_key}, ';' ORDER BY {record_key}) AS __sig, "
+            f"count(*) AS __records FROM selected GROUP BY {UNIT})"
+        )
+        units = "SELECT __sig, count(*) AS __units, sum(__records) AS __records FROM persons GROUP BY __sig"
+        values_source = f"SELECT p.__sig, s.__s FROM selected s JOIN persons p ON s.{UNIT} = p.{UNIT}"
+    else:
+        member, group = UNIT, key_columns
+        by = "".join(f"{name}, " for name in key_columns)
+        units = (
+            f"SELECT {by}count(*) AS __units, sum(__records) AS __records FROM "
+            f"(SELECT {by}{UNIT}, count(*) AS __records FROM selected GROUP BY {by}{UNIT}) AS per_unit"
+            + (f" GROUP BY {', '.join(key_columns)}" if key_columns else "")
+        )
+        values_source = f"SELECT {by}__s FROM selected"
+    by = "".join(f"{name}, " for name in group)
     enough = f"__units >= {k}"
     if diverse is None:
         classes = f"classes AS ({units})"
     else:
-        value = f"__c{next(index for index, column in enumerate(released) if column.source == diverse[0])}"
         values = (
-            f"SELECT {by}count({value}) AS __values FROM "
-            f"(SELECT {by}{value} FROM selected GROUP BY {by}{value}) AS per_value"
-            + (f" GROUP BY {', '.join(key_columns)}" if key_columns else "")
+            f"SELECT {by}count(__s) AS __values FROM (SELECT {by}__s FROM ({values_source}) AS pairs "
+            f"GROUP BY {by}__s) AS per_value" + (f" GROUP BY {', '.join(group)}" if group else "")
         )
-        matched = " AND ".join(f"u.{name} = v.{name}" for name in key_columns) or "TRUE"
+        matched = " AND ".join(f"u.{name} = v.{name}" for name in group) or "TRUE"
         classes = f"classes AS (SELECT u.*, v.__values FROM ({units}) AS u JOIN ({values}) AS v ON {matched})"
         enough += f" AND __values >= {diverse[1]}"
     summary_sql = (
@@ -138,8 +175,12 @@ def compile_extract(
         f"SELECT coalesce(sum(__records) FILTER (WHERE {enough}), 0), "
         f"coalesce(sum(__records) FILTER (WHERE NOT ({enough})), 0), count(*) FILTER (WHERE {enough}) FROM classes"
     )
-    kept = f"kept AS (SELECT {', '.join(key_columns) or '1 AS __one'} FROM classes WHERE {enough})"
-    join = " AND ".join(f"s.{name} = kept.{name}" for name in key_columns) or "TRUE"
     projection = ", ".join([f"s.{UNIT}"] + [f"s.__c{index}" for index in range(len(released))])
+    if linked:
+        kept = f"kept AS (SELECT p.{member} FROM persons p JOIN classes c ON p.__sig = c.__sig WHERE {enough})"
+        join = f"s.{UNIT} = kept.{UNIT}"
+    else:
+        kept = f"kept AS (SELECT {', '.join(group) or '1 AS __one'} FROM classes WHERE {enough})"
+        join = " AND ".join(f"s.{name} = kept.{name}" for name in group) or "TRUE"
     stream_sql = f"WITH {ctes},\n{classes},\n{kept}\nSELECT {projection} FROM selected s JOIN kept ON {join}"
     return CompiledExtract(columns=columns, summary_sql=summary_sql, stream_sql=stream_sql)

@@ -33,7 +33,7 @@ from gateway.catalog import DatasetSpec
 from gateway.exceptions import ConfigurationError, DatasetNotFound, InvalidExtract, NotFound
 from gateway.extract.compile import CompiledExtract, compile_extract, output_columns
 from gateway.extract.formats import Format, Writer
-from gateway.query.compile import ident, source_relation, string_literal
+from gateway.query.compile import ident, source_relation, string_literal, typed_projection
 from gateway.query.sql_frontend import check_condition
 from gateway.query.validate import check_condition_columns
 from gateway.state import GatewayState
@@ -143,12 +143,16 @@ def prepare_extract(
         check_condition_columns(dataset_name, dataset, where)
         for node in where.find_all(exp.Column):
             name = str(node.name)
-            if name not in profile.columns or dataset.columns[name].kind == "identifier":
-                raise PolicyDenied(f"an extract for {purpose!r} cannot select records by column {name!r}")
+            spec = dataset.columns[name]
+            # Only by what the extract shows as it is: a filter on a raw date would tell what its year
+            # hides, one on a sensitive column would pick records by what l-diversity protects.
+            if name not in profile.columns or spec.kind in ("identifier", "sensitive") or spec.rule is not None:
+                raise PolicyDenied(
+                    f"an extract for {purpose!r} can select records only by columns it releases as they are, "
+                    f"not by {name!r}"
+                )
     k = grant.k_anonymity or policy_service.DEFAULT_K_ANONYMITY
-    diverse = None
-    if profile.l_diversity is not None and profile.l_diversity.column in columns:
-        diverse = (profile.l_diversity.column, profile.l_diversity.l)
+    diverse = (profile.l_diversity.column, profile.l_diversity.l) if profile.l_diversity is not None else None
     state.sources.check_ready(dataset_name, dataset)
     compiled = compile_extract(dataset, output_columns(dataset, columns), where, k=k, diverse=diverse)
     secret = _newest_secret(state)
@@ -227,8 +231,14 @@ def stream_extract(
             pseudonym_column = pa.array(pseudonyms.pseudonyms, pa.string())
             arrays = [pseudonym_column if at is None else batch.column(at) for at in layout]
             table = pa.Table.from_arrays(arrays, names=writer.names)
-            # In pseudonym order: the source's own order (which may follow the identifier) does not show.
-            table = table.take(pacompute.sort_indices(pseudonym_column))
+            # The source's own order (which may follow the identifier) must not show: pseudonym order
+            # where pseudonyms are released, otherwise a random one (which also parts a person's records).
+            order = (
+                pacompute.sort_indices(pseudonym_column)
+                if None in layout
+                else np.random.default_rng(secrets.randbits(128)).permutation(batch.num_rows)
+            )
+            table = table.take(order)
             chunk = writer.rows(table)
             sent += batch.num_rows
             digest.update(chunk)
@@ -238,9 +248,13 @@ def stream_extract(
         yield chunk
         status = "complete"
     finally:
-        if source is not None:
-            source.close()  # stops the source's cursor now, not whenever this frame is collected
-        _close(state, prepared, opening, status=status, sent=sent, digest=digest.hexdigest(), fingerprints=fingerprints)
+        try:
+            if source is not None:
+                source.close()  # stops the source's cursor now, not whenever this frame is collected
+        finally:
+            _close(
+                state, prepared, opening, status=status, sent=sent, digest=digest.hexdigest(), fingerprints=fingerprints
+            )
 
 
 def _close(
@@ -286,11 +300,17 @@ def _close(
 # -- re-identification and inzage -------------------------------------------------------------------
 
 
-def _units(state: GatewayState, name: str, dataset: DatasetSpec, where: str = "") -> Iterator[list[Any]]:
+def _units(
+    state: GatewayState, name: str, dataset: DatasetSpec, where: str = "", where_columns: frozenset[str] = frozenset()
+) -> Iterator[list[Any]]:
+    """The distinct privacy units of a source, typed as an extract reads them (so a CSV's ``007`` is the
+    same 7 its pseudonym was made from)."""
     dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
     unit = ident(dataset.privacy_unit, dialect)
+    typed = typed_projection(dataset, {dataset.privacy_unit, *where_columns}, dialect)
     condition = f"{unit} IS NOT NULL" + (f" AND {where}" if where else "")
-    sql = f"SELECT DISTINCT CAST({unit} AS VARCHAR) FROM {source_relation(dataset, dialect)} WHERE {condition}"  # noqa: S608
+    relation = f"(SELECT {typed} FROM {source_relation(dataset, dialect)}) AS typed"  # noqa: S608
+    sql = f"SELECT DISTINCT {unit} FROM {relation} WHERE {condition}"  # noqa: S608
     for batch in state.sources.stream(name, dataset, sql, batch_size=BATCH_SIZE):
         yield [row[0] for row in batch]
 
@@ -316,6 +336,7 @@ def reidentify(session: Session, state: GatewayState, *, pseudonym: str, dataset
             continue
         pseudonymiser = Pseudonymiser(secret, partner=organisation, dataset=dataset_name)
         for units in _units(state, dataset_name, dataset):
+            units = [str(unit) for unit in units]
             batch = pseudonymiser.batch(units)
             for position in np.flatnonzero(batch.fingerprints == np.uint64(fingerprint)):
                 if batch.pseudonyms[int(position)] == pseudonym.lower():
@@ -333,17 +354,28 @@ def persons_for_bsn(state: GatewayState, bsn: str) -> list[str]:
         raise ConfigurationError("the catalog names no person register (persons: dataset, bsn)")
     dataset = state.catalog.datasets[register.dataset]
     dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
-    condition = f"CAST({ident(register.bsn, dialect)} AS VARCHAR) = {string_literal(bsn, dialect)}"
-    return [unit for units in _units(state, register.dataset, dataset, condition) for unit in units]
+    column = ident(register.bsn, dialect)
+    if dataset.columns[register.bsn].type == "integer":  # a stored number has lost its leading zero
+        condition = f"{column} = {int(bsn)}"
+    else:  # as written, with or without the leading zero of an eight-digit BSN
+        forms = ", ".join(string_literal(form, dialect) for form in sorted({bsn, bsn.zfill(9), bsn.lstrip("0")}))
+        condition = f"{column} IN ({forms})"
+    units = _units(state, register.dataset, dataset, condition, frozenset({register.bsn}))
+    return [str(unit) for batch in units for unit in batch]
 
 
 def subject_pseudonym(state: GatewayState, identifier: str) -> str:
     """How audit events name the person of an inzage: a pseudonym in the gateway's own domain."""
-    return Pseudonymiser(_newest_secret(state), partner=INZAGE_PARTNER, dataset="subjects").pseudonym(identifier)
+    secret = _newest_secret(state)
+    return Pseudonymiser(secret, partner=INZAGE_PARTNER, dataset="subjects", domain="inzage").pseudonym(identifier)
 
 
-def extracts_of_subject(session: Session, state: GatewayState, identifiers: list[str]) -> list[dict[str, Any]]:
-    """Every extract that released records of any of these privacy-unit identifiers."""
+def extracts_of_subject(
+    session: Session, state: GatewayState, identifiers: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every extract that released records of any of these privacy-unit identifiers; and the extracts that
+    cannot tell (no record of what they released: the gateway stopped mid-stream, or their key version is
+    no longer held), which an answer to an inzageverzoek must mention."""
     found: dict[str, ExtractRecord] = {}
     for identifier in identifiers:
 
@@ -356,4 +388,11 @@ def extracts_of_subject(session: Session, state: GatewayState, identifiers: list
 
         for record in extract_records.extracts_of_person(session, fingerprint_under):
             found[record.id] = record
-    return [extract_records.view(record) for record in sorted(found.values(), key=lambda record: record.created_at)]
+    unknown = [
+        extract_records.view(record)
+        for record in extract_records.unverifiable(session, set(state.master_secrets))
+        if record.id not in found
+    ]
+    return [
+        extract_records.view(record) for record in sorted(found.values(), key=lambda record: record.created_at)
+    ], unknown

@@ -4,6 +4,7 @@ found across the ranges that worker processes verify, and a rendering difference
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import string
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,3 +161,29 @@ def test_minus_zero_is_written_as_zero_and_a_change_to_it_is_found(sessions: ses
         result = verify_chain(session)
         kept_minus_zero = session.get_bind().dialect.name == "postgresql"
     assert (result.ok, result.first_broken_sequence) == ((False, 2) if kept_minus_zero else (True, None))
+
+
+def test_an_unknown_canonical_version_is_refused_even_with_a_matching_hash(sessions: sessionmaker[Session]) -> None:
+    """Rendered as the newest form with ``"v": 4``, a forged event could carry a hash that matches; the
+    verifier knows versions 1 to 3 only."""
+    _append(sessions, 1)
+    with sessions() as session:
+        session.execute(text("UPDATE audit_event SET canonical_version = 4"))
+        rendered = _rendered(session, 1).encode()
+        session.execute(text("UPDATE audit_event SET hash = :h"), {"h": hashlib.sha256(rendered).hexdigest()})
+        result = verify_chain(session)
+    assert (result.ok, result.first_broken_sequence) == (False, 1)
+    assert "does not know" in (result.problem or "")
+
+
+def test_a_value_the_database_cannot_render_is_a_break_not_a_crash(tmp_path: Path) -> None:
+    engine = create_state_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    _append(sessions, 3)
+    with sessions() as session:
+        session.execute(text("UPDATE audit_event SET detail = :blob WHERE sequence = 2"), {"blob": b"\xff\xfe"})
+        session.commit()
+        result = verify_chain(session)
+    engine.dispose()
+    assert (result.ok, result.first_broken_sequence, result.events_checked) == (False, 2, 1)

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,15 @@ from policies.enforcer import role_subject
 from tests.gateway.conftest import Api
 
 PURPOSE = "jeugdhulp-evaluatie"
-COLUMNS = ["person_id", "wijk", "start_date", "end_date", "zorgvorm"]
+COLUMNS = ["person_id", "wijk", "start_date", "zorgvorm"]
 JUSTIFICATION = "Calamiteitenmelding 2026-118: de hulpverlener moet weten om wie het gaat"
 
 
 @pytest.fixture
 def api(api: Api) -> Api:
     """The demo's export grant asks k = 10, which the tests' small Voorbeeldstad (3,000 residents) cannot
-    meet in any class; k = 3 leaves records to check. (k itself comes from the grant: see the headers.)"""
-    api.execute("UPDATE \"grant\" SET k_anonymity = 3 WHERE action = 'export'")
+    meet in any class of persons; k = 2 leaves records to check. (k comes from the grant: see the headers.)"""
+    api.execute("UPDATE \"grant\" SET k_anonymity = 2 WHERE action = 'export'")
     return api
 
 
@@ -63,17 +64,21 @@ def _reidentify(api: Api, pseudonym: str, key: str = "privacy_officer", **overri
 def test_the_partner_pulls_a_pseudonymised_k_anonymous_extract(api: Api, format: str) -> None:
     response = _extract(api, api.keys["partner"], format=format)
     assert response.status_code == 200, response.text
-    assert response.headers["x-datapoort-k"] == "3"
-    assert response.headers["x-datapoort-generalisations"] == "start_date:year;end_date:year"
+    assert response.headers["x-datapoort-k"] == "2"
+    assert response.headers["x-datapoort-generalisations"] == "start_date:year"
     assert response.headers["x-datapoort-l-diversity"] == "zorgvorm:2"
     rows = _rows(response, format)
     assert len(rows) == int(response.headers["x-datapoort-records"]) > 0
     assert int(response.headers["x-datapoort-suppressed"]) > 0  # the demo's small classes go
-    assert list(rows[0]) == ["person_id_pseudonym", "wijk", "start_date", "end_date", "zorgvorm"]
-    records = [
-        (row["wijk"], row["start_date"], row["end_date"], row["person_id_pseudonym"], row["zorgvorm"]) for row in rows
-    ]
-    assert small_classes(records, quasi_identifiers=[0, 1, 2], unit=3, k=3, sensitive=4, l_diversity=2) == {}
+    assert list(rows[0]) == ["person_id_pseudonym", "wijk", "start_date", "zorgvorm"]
+    records = [(row["wijk"], row["start_date"], row["person_id_pseudonym"], row["zorgvorm"]) for row in rows]
+    assert small_classes(records, quasi_identifiers=[0, 1], unit=2, k=2, sensitive=3, l_diversity=2) == {}
+    # A pseudonym links a person's records: each person's whole set of them is shared by k persons.
+    signatures: dict[str, list[tuple[str, str]]] = {}
+    for wijk, year, pseudonym, _ in records:
+        signatures.setdefault(pseudonym, []).append((wijk, year))
+    shared = Counter(tuple(sorted(own)) for own in signatures.values())
+    assert min(shared.values()) >= 2
     assert all(len(row["start_date"]) == 4 for row in rows)  # years, not dates
 
 
@@ -137,6 +142,9 @@ def _second_partner(api: Api) -> str:
         ("partner", {"columns": ["record_id"]}, 403, "policy_denied"),  # a direct identifier
         ("partner", {"where": {"column": "kosten", "op": ">", "value": 1000}}, 403, "policy_denied"),
         ("partner", {"where": {"column": "wijk", "op": "=", "value": 3}}, 400, "invalid_query"),
+        # Not by a raw date its year hides, nor by the care type l-diversity protects.
+        ("partner", {"where": {"column": "start_date", "op": "=", "value": "2025-03-14"}}, 403, "policy_denied"),
+        ("partner", {"where": {"column": "zorgvorm", "op": "=", "value": "verblijf"}}, 403, "policy_denied"),
         ("partner", {"dataset": "bijstand"}, 404, "dataset_not_found"),
         ("partner", {"purpose": "beleidsinformatie"}, 403, "policy_denied"),
         ("partner", {"columns": ["wijk", "wijk"]}, 400, "invalid_extract"),
@@ -172,9 +180,9 @@ def test_an_extract_is_audited_before_and_after_its_stream(api: Api) -> None:
         PURPOSE,
     )
     facts = json.loads(opening.detail or "{}")
-    assert facts["k"] == 3
+    assert facts["k"] == 2
     assert facts["suppressed"] == int(response.headers["x-datapoort-suppressed"])
-    assert facts["generalisations"] == "start_date:year;end_date:year"
+    assert facts["generalisations"] == "start_date:year"
     assert opening.legal_basis == "public_task"
     assert closing.reason == "extract_complete"
     assert closing.response_digest == hashlib.sha256(response.content).hexdigest()
@@ -182,7 +190,7 @@ def test_an_extract_is_audited_before_and_after_its_stream(api: Api) -> None:
     with api.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
         record = session.get(ExtractRecord, response.headers["x-datapoort-extract-id"])
         assert record is not None
-        assert (record.status, record.records_released, record.k_anonymity) == ("complete", closing.rows_released, 3)
+        assert (record.status, record.records_released, record.k_anonymity) == ("complete", closing.rows_released, 2)
 
 
 def test_no_extract_leaves_when_its_event_cannot_be_written(api: Api) -> None:
@@ -196,9 +204,8 @@ def test_no_extract_leaves_when_its_event_cannot_be_written(api: Api) -> None:
         assert session.scalars(select(ExtractRecord)).all() == []
 
 
-def test_a_stream_that_stops_early_records_what_left(api: Api) -> None:
-    """A client that goes away closes the generator: the source's cursor stops and only the records
-    already handed out are recorded (as aborted), with their fingerprints for inzage."""
+def _recorded_extract(api: Api) -> tuple[extract_service.PreparedExtract, Any]:
+    """An extract authorised, counted and recorded as the route does it, not yet streamed."""
     from gateway.audit_trail import AuditContext
 
     state = api.client.app.state.gateway  # type: ignore[attr-defined]
@@ -213,6 +220,14 @@ def test_a_stream_that_stops_early_records_what_left(api: Api) -> None:
         )  # fmt: skip
         extract_service.record_extract(session, prepared, audit, principal)
         session.commit()
+    return prepared, audit
+
+
+def test_a_stream_that_stops_early_records_what_left(api: Api) -> None:
+    """A client that goes away closes the generator: the source's cursor stops and only the records
+    already handed out are recorded (as aborted), with their fingerprints for inzage."""
+    state = api.client.app.state.gateway  # type: ignore[attr-defined]
+    prepared, audit = _recorded_extract(api)
     stream = extract_service.stream_extract(state, prepared, audit.finish(decision="allow"), batch_size=5)
     next(stream)  # the header
     first = next(stream)  # five records
@@ -241,6 +256,7 @@ def test_the_privacy_officer_reidentifies_one_pseudonym_with_a_justification(api
     assert (event.action, event.decision, event.data_subject_id) == ("reidentify", "allow", pseudonym)
     assert JUSTIFICATION in (event.query or "")
     assert identifier not in json.dumps([event.query, event.detail, event.data_subject_id])
+    assert event.response_digest is None  # a digest of the answer would give the identifier away to a search
 
 
 def test_reidentification_without_the_grant_or_a_justification_is_refused_and_audited(api: Api) -> None:
@@ -301,3 +317,12 @@ def test_k_comes_from_the_grant(api: Api) -> None:
     at_ten = int(response.headers["x-datapoort-records"])
     api.execute("UPDATE \"grant\" SET k_anonymity = 2 WHERE action = 'export'")
     assert int(_extract(api, api.keys["partner"]).headers["x-datapoort-records"]) > at_ten
+
+
+def test_inzage_names_the_extracts_that_cannot_tell(api: Api) -> None:
+    """An extract whose stream's end was never recorded (the gateway stopped) may hold anyone."""
+    prepared, _ = _recorded_extract(api)
+    headers = {"Authorization": f"Bearer {api.keys['privacy_officer']}"}
+    found = api.client.post("/v1/audit/subjects/extracts", json={"privacy_unit_id": "P00000001"}, headers=headers)
+    assert found.status_code == 200, found.text
+    assert [item["extract_id"] for item in found.json()["extracts_without_record"]] == [prepared.extract_id]

@@ -62,3 +62,10 @@ def test_the_gateway_refuses_to_start_with_a_key_file_others_can_read(demo_dir: 
     with pytest.raises(ValueError, match="chmod 600"), TestClient(create_app(settings)):
         pass
     assert json.loads(path.read_text())  # untouched
+
+
+@pytest.mark.parametrize("value", ["1:AAAA,garbage", "1:{0},1:{0}", ""])
+def test_malformed_secrets_in_the_environment_are_refused(tmp_path: Path, value: str) -> None:
+    secret = base64.b64encode(os.urandom(32)).decode()
+    with pytest.raises(ConfigurationError):
+        load_master_secrets(_settings(tmp_path, pseudonym_master_keys=SecretStr(value.format(secret))))
