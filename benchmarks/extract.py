@@ -50,6 +50,7 @@ from policies.enforcer import role_subject
 PURPOSE = "evaluatie"
 COLUMNS = ["person_id", "wijk", "birth_year", "start_date", "zorgvorm"]
 BATCH = 10_000
+ZORGVORMEN = ["ambulant", "verblijf", "pleegzorg", "jeugdbescherming"]
 
 
 def _pseudonyms(count: int) -> dict[str, float]:
@@ -91,17 +92,19 @@ def _pseudonyms(count: int) -> dict[str, float]:
 
 
 def _data_dir(directory: Path, records: int) -> str:
-    """A gemeente with one exportable dataset of ``records`` records (two per person), a partner with an
-    export grant, and the partner's API key (returned)."""
+    """A gemeente with one exportable dataset of ``records`` records (two per person: where and when
+    born is the person's, start date and care the record's), a partner with an export grant, and the
+    partner's API key (returned)."""
     rng = np.random.default_rng(8)
+    persons = records // 2
     start = np.datetime64("2024-01-01") + rng.integers(0, 3 * 365, records).astype("timedelta64[D]")
     table = pa.table(
         {
             "person_id": [f"P{index // 2:08d}" for index in range(records)],
-            "wijk": rng.choice([f"WK{index:02d}" for index in range(10)], records),
-            "birth_year": rng.integers(1930, 2021, records),
+            "wijk": np.repeat(rng.choice([f"WK{index:02d}" for index in range(10)], persons), 2),
+            "birth_year": np.repeat(rng.integers(1930, 2021, persons), 2),
             "start_date": pa.array(start.astype("datetime64[D]"), pa.date32()),
-            "zorgvorm": rng.choice(["ambulant", "verblijf", "pleegzorg", "jeugdbescherming"], records),
+            "zorgvorm": rng.choice(ZORGVORMEN, records),
         }
     )
     pq.write_table(table, directory / "trajecten.parquet")
@@ -116,8 +119,8 @@ def _data_dir(directory: Path, records: int) -> str:
                     "person_id": {"type": "string", "kind": "identifier"},
                     "wijk": {"type": "string", "kind": "quasi_identifier"},
                     "birth_year": {"type": "integer", "kind": "quasi_identifier", "generalise": "band:5"},
-                    "start_date": {"type": "date", "kind": "quasi_identifier", "generalise": "month"},
-                    "zorgvorm": {"type": "string", "kind": "sensitive"},
+                    "start_date": {"type": "date", "kind": "quasi_identifier", "generalise": "year"},
+                    "zorgvorm": {"type": "string", "kind": "sensitive", "public_keys": ZORGVORMEN},
                 },
                 "exports": {PURPOSE: {"columns": COLUMNS, "l_diversity": {"column": "zorgvorm", "l": 2}}},
             }

@@ -38,6 +38,7 @@ def build_state(settings: Settings) -> GatewayState:
             duckdb_memory_limit=settings.duckdb_memory_limit,
             duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),
             extract_memory_limit=settings.extract_duckdb_memory_limit,
+            extract_threads=settings.extract_duckdb_threads,
         ),
     )
 

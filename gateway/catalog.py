@@ -158,12 +158,13 @@ class DatasetSpec(_Strict):
                 if column.kind == "identifier" and name != self.privacy_unit:
                     raise ValueError(f"exports.{purpose}: {name!r} is a direct identifier and is never released")
             diverse = profile.l_diversity
-            if diverse is not None and (
-                diverse.column not in profile.columns or self.columns[diverse.column].kind == "identifier"
-            ):
-                raise ValueError(
-                    f"exports.{purpose}: the l-diversity column must be an exported, non-identifying column"
-                )
+            if diverse is not None:
+                column = self.columns.get(diverse.column)
+                keys = column.public_keys if column is not None else None
+                if diverse.column not in profile.columns or column is None or column.kind == "identifier":
+                    raise ValueError(f"exports.{purpose}: l-diversity needs an exported column that identifies no one")
+                if not isinstance(keys, list | PublicKeysFile) or (isinstance(keys, list) and len(keys) > 62):
+                    raise ValueError(f"exports.{purpose}: the l-diversity column needs public_keys (at most 62)")
         return self
 
 

@@ -145,7 +145,7 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer, admin): {ke
   Pull a pseudonymised, k-anonymous extract of jeugdzorg as the partner (CSV, JSON lines or Parquet):
     DATAPOORT_API_KEY=$({read_key.replace("['analyst']", "['partner']")}) datapoort extract \\
       --dataset jeugdzorg --purpose jeugdhulp-evaluatie \\
-      --column person_id --column wijk --column start_date --column end_date --column zorgvorm --output jeugdzorg.csv
+      --column person_id --column wijk --column start_date --column zorgvorm --output jeugdzorg.csv
   As the privacy officer, re-identify one pseudonym from it (with a justification), or list the extracts
   that held a person (inzage): datapoort reidentify --help, datapoort inzage --help
 """

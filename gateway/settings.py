@@ -99,6 +99,9 @@ class Settings(BaseSettings):
         description="Extracts read files through a DuckDB of their own, which spills beyond this: an extract's "
         "memory does not grow with the data, nor take the aggregates' room.",
     )
+    extract_duckdb_threads: int = Field(
+        default=1, ge=1, le=64, description="Threads of the extracts' DuckDB (each holds buffers of its own)."
+    )
 
     @field_validator("audit_signing_key_path", "pseudonym_key_path")
     @classmethod

@@ -67,9 +67,12 @@ class DuckDBSource:
         memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
         temp_directory: str | None = None,
         preserve_order: bool = True,
+        threads: int | None = None,
     ) -> None:
         self._connection = duckdb.connect(":memory:")
         self._connection.execute("SET memory_limit = ?", [memory_limit])
+        if threads is not None:  # each thread holds buffers of its own: fewer threads, less memory
+            self._connection.execute(f"SET threads = {int(threads)}")
         if not preserve_order:  # rows may come in any order: less to hold while streaming
             self._connection.execute("SET preserve_insertion_order = false")
         if temp_directory is not None:
@@ -192,11 +195,15 @@ class Sources:
         duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
         duckdb_temp_directory: str | None = None,
         extract_memory_limit: str = DEFAULT_EXTRACT_MEMORY_LIMIT,
+        extract_threads: int = 1,
     ) -> None:
         self.duckdb = DuckDBSource(memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory)
         # Extracts put each batch in pseudonym order anyway, so the source's order need not be kept.
         self.extract_duckdb = DuckDBSource(
-            memory_limit=extract_memory_limit, temp_directory=duckdb_temp_directory, preserve_order=False
+            memory_limit=extract_memory_limit,
+            temp_directory=duckdb_temp_directory,
+            preserve_order=False,
+            threads=extract_threads,
         )
         self._postgres: dict[str, PostgresSource] = {}
         self._lock = threading.Lock()

@@ -20,7 +20,7 @@ from sqlglot import exp
 
 from anonymization import Rule
 from gateway.catalog import DatasetSpec
-from gateway.query.compile import ident, quoted_condition, source_relation, typed_projection
+from gateway.query.compile import ident, quoted_condition, source_relation, string_literal, typed_projection
 
 UNIT = "__unit"
 
@@ -89,6 +89,16 @@ def class_columns(dataset: DatasetSpec) -> list[str]:
     )
 
 
+def _bit(dataset: DatasetSpec, name: str, dialect: str) -> str:
+    keys = dataset.columns[name].keys or ()
+    cases = " ".join(f"WHEN {string_literal(key, dialect)} THEN {1 << index}" for index, key in enumerate(keys))
+    return f"CAST(CASE CAST({ident(name, dialect)} AS VARCHAR) {cases} ELSE 0 END AS BIGINT)"
+
+
+def _bit_count(column: str, dialect: str) -> str:
+    return f"bit_count({column})" if dialect == "duckdb" else f"bit_count(CAST({column} AS bit(64)))"
+
+
 def _key_text(index: int) -> str:
     """One quasi-identifier of a record as text that cannot be confused with another value's: null flag,
     length and value."""
@@ -125,7 +135,7 @@ def compile_extract(
     named += [f"{value(column.source)} AS __c{index}" for index, column in enumerate(released)]
     named += [f"{value(name)} AS __q{index}" for index, name in enumerate(quasi)]
     if diverse is not None:
-        named.append(f"{ident(diverse[0], dialect)} AS __s")
+        named.append(f"{_bit(dataset, diverse[0], dialect)} AS __bit")
     filters = [f"{unit} IS NOT NULL"] + ([f"({quoted_condition(condition, dialect)})"] if condition else [])
     keys = "".join(
         f", __q{index} IS NULL AS __n{index}, coalesce(CAST(__q{index} AS VARCHAR), '') AS __v{index}"
@@ -139,37 +149,39 @@ def compile_extract(
     )
     key_columns = [name for index in range(len(quasi)) for name in (f"__n{index}", f"__v{index}")]
     linked = any(column.is_unit for column in columns)
+    # With l-diversity, the sensitive column's value as one bit of an integer (by its public keys; any
+    # other value counts as none), OR-ed per person and per class: distinct values by plain aggregates.
+    bits, bits_total, enough = ("", "", f"__units >= {k}")
+    if diverse is not None:
+        bits, bits_total = ", bit_or(__bit) AS __bits", ", bit_or(__bits) AS __bits"
+        enough += f" AND {_bit_count('__bits', dialect)} >= {diverse[1]}"
     if linked:
+        # A person's signature: how many records, and the sums of two 64-bit halves of each record's
+        # SHA-256 over its injective key text. Equal multisets give equal signatures; different ones
+        # collide with probability about 2^-128. Plain sums, unlike an ordered string_agg, spill to disk.
         record_key = " || ',' || ".join(_key_text(index) for index in range(len(quasi))) or "''"
-        member, group = UNIT, ["__sig"]
-        # Distinct counts as plain GROUP BYs, which spill to disk beyond the memory limit.
+        if dialect == "duckdb":
+            halves = [f"CAST('0x' || substr(sha256({record_key}), {start}, 16) AS UBIGINT)" for start in (1, 17)]
+        else:
+            digest = f"encode(sha256(convert_to({record_key}, 'UTF8')), 'hex')"
+            halves = [f"CAST(CAST('x' || substr({digest}, {start}, 16) AS bit(64)) AS bigint)" for start in (1, 17)]
+        group = ["__own", "__h1", "__h2"]
         ctes += (
-            f",\npersons AS (SELECT {UNIT}, string_agg({record_key}, ';' ORDER BY {record_key}) AS __sig, "
-            f"count(*) AS __records FROM selected GROUP BY {UNIT})"
+            f",\npersons AS (SELECT {UNIT}, count(*) AS __own, sum({halves[0]}) AS __h1, "
+            f"sum({halves[1]}) AS __h2{bits} FROM selected GROUP BY {UNIT})"
         )
-        units = "SELECT __sig, count(*) AS __units, sum(__records) AS __records FROM persons GROUP BY __sig"
-        values_source = f"SELECT p.__sig, s.__s FROM selected s JOIN persons p ON s.{UNIT} = p.{UNIT}"
+        classes = (
+            f"classes AS (SELECT __own, __h1, __h2, count(*) AS __units, sum(__own) AS __records{bits_total} "
+            "FROM persons GROUP BY __own, __h1, __h2)"
+        )
     else:
-        member, group = UNIT, key_columns
+        group = key_columns
         by = "".join(f"{name}, " for name in key_columns)
-        units = (
-            f"SELECT {by}count(*) AS __units, sum(__records) AS __records FROM "
-            f"(SELECT {by}{UNIT}, count(*) AS __records FROM selected GROUP BY {by}{UNIT}) AS per_unit"
-            + (f" GROUP BY {', '.join(key_columns)}" if key_columns else "")
+        classes = (
+            f"classes AS (SELECT {by}count(*) AS __units, sum(__records) AS __records{bits_total} FROM "
+            f"(SELECT {by}{UNIT}, count(*) AS __records{bits} FROM selected GROUP BY {by}{UNIT}) AS per_unit"
+            + (f" GROUP BY {', '.join(key_columns)})" if key_columns else ")")
         )
-        values_source = f"SELECT {by}__s FROM selected"
-    by = "".join(f"{name}, " for name in group)
-    enough = f"__units >= {k}"
-    if diverse is None:
-        classes = f"classes AS ({units})"
-    else:
-        values = (
-            f"SELECT {by}count(__s) AS __values FROM (SELECT {by}__s FROM ({values_source}) AS pairs "
-            f"GROUP BY {by}__s) AS per_value" + (f" GROUP BY {', '.join(group)}" if group else "")
-        )
-        matched = " AND ".join(f"u.{name} = v.{name}" for name in group) or "TRUE"
-        classes = f"classes AS (SELECT u.*, v.__values FROM ({units}) AS u JOIN ({values}) AS v ON {matched})"
-        enough += f" AND __values >= {diverse[1]}"
     summary_sql = (
         f"WITH {ctes},\n{classes}\n"
         f"SELECT coalesce(sum(__records) FILTER (WHERE {enough}), 0), "
@@ -177,7 +189,9 @@ def compile_extract(
     )
     projection = ", ".join([f"s.{UNIT}"] + [f"s.__c{index}" for index in range(len(released))])
     if linked:
-        kept = f"kept AS (SELECT p.{member} FROM persons p JOIN classes c ON p.__sig = c.__sig WHERE {enough})"
+        signature = " AND ".join(f"p.{name} = c.{name}" for name in group)
+        qualified = enough.replace("__units", "c.__units").replace("__bits", "c.__bits")
+        kept = f"kept AS (SELECT p.{UNIT} FROM persons p JOIN classes c ON {signature} WHERE {qualified})"
         join = f"s.{UNIT} = kept.{UNIT}"
     else:
         kept = f"kept AS (SELECT {', '.join(group) or '1 AS __one'} FROM classes WHERE {enough})"

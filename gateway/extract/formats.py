@@ -7,14 +7,16 @@ import datetime as dt
 import io
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from gateway.extract.compile import OutputColumn
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 Format = Literal["csv", "jsonl", "parquet"]
 MEDIA_TYPES: dict[str, str] = {
@@ -85,6 +87,8 @@ class Writer:
             csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(self.names)  # as Arrow quotes text
             return buffer.getvalue().encode()
         if self.format == "parquet":
+            import pyarrow.parquet as pq  # only here: about 9 MB the gateway need not carry otherwise
+
             self._parquet = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), self.schema)
             return self._sink.take()
         return b""

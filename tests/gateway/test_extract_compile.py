@@ -40,7 +40,7 @@ def _dataset(source: dict[str, Any]) -> DatasetSpec:
                 "age": {"type": "integer", "kind": "quasi_identifier", "generalise": "band:5"},
                 "pc": {"type": "string", "kind": "quasi_identifier", "generalise": "prefix:2"},
                 "day": {"type": "date", "kind": "quasi_identifier", "generalise": "month"},
-                "cat": {"type": "string", "kind": "sensitive"},
+                "cat": {"type": "string", "kind": "sensitive", "public_keys": ["a", "b", "c"]},
                 "amount": {"type": "integer", "kind": "attribute"},
             },
             "exports": {"test": {"columns": COLUMNS}},
