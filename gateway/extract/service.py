@@ -269,6 +269,11 @@ def _close(
 ) -> None:
     now = datetime.now(UTC)
     try:
+        packed = fingerprints.packed()
+        # The chained event carries the fingerprints' digest: a record edited to hide someone from an
+        # inzage no longer matches the audit log.
+        facts = {"extract_id": prepared.extract_id, "records_sent": sent,
+                 "fingerprints_sha256": hashlib.sha256(packed).hexdigest()}  # fmt: skip
         with state.sessions() as session:
             extract_records.close_extract(
                 session,
@@ -277,7 +282,7 @@ def _close(
                 completed_at=now,
                 records_released=sent,
                 response_digest=digest,
-                fingerprints=fingerprints.packed(),
+                fingerprints=packed,
             )
             audit_service.append_event(
                 session,
@@ -285,7 +290,7 @@ def _close(
                     opening,
                     decision="allow",
                     reason=f"extract_{status}",
-                    detail=json.dumps({"extract_id": prepared.extract_id, "records_sent": sent}),
+                    detail=json.dumps(facts),
                     rows_released=sent,
                     response_digest=digest,
                     occurred_at=now,

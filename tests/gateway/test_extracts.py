@@ -191,6 +191,8 @@ def test_an_extract_is_audited_before_and_after_its_stream(api: Api) -> None:
         record = session.get(ExtractRecord, response.headers["x-datapoort-extract-id"])
         assert record is not None
         assert (record.status, record.records_released, record.k_anonymity) == ("complete", closing.rows_released, 2)
+        ending = json.loads(closing.detail or "{}")
+        assert ending["fingerprints_sha256"] == hashlib.sha256(record.fingerprints or b"").hexdigest()
 
 
 def test_no_extract_leaves_when_its_event_cannot_be_written(api: Api) -> None:
