@@ -107,7 +107,7 @@ def _data_dir(directory: Path, records: int) -> str:
             "zorgvorm": rng.choice(ZORGVORMEN, records),
         }
     )
-    pq.write_table(table, directory / "trajecten.parquet")
+    pq.write_table(table, directory / "trajecten.parquet", row_group_size=122_880)  # as DuckDB writes them
     catalog = {
         "datasets": {
             "trajecten": {
