@@ -187,6 +187,17 @@ def _print_answer(body: dict[str, Any]) -> None:
         typer.echo(f"  {name}: {report['mechanism']}, {accuracy}")
 
 
+def _post(url: str, path: str, key: str, body: dict[str, Any]) -> Any:
+    """One POST to a running gateway; exit 3 if it cannot be reached."""
+    import httpx
+
+    try:
+        return httpx.post(url.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the gateway at {url}: {type(exc).__name__}", err=True)
+        raise typer.Exit(3) from exc
+
+
 @app.command()
 def query(
     purpose: Annotated[str, typer.Option(help="The registered purpose (doelbinding) of this question.")],
@@ -205,8 +216,6 @@ def query(
     raw: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
 ) -> None:
     """Ask a running gateway an aggregate question (the key comes from DATAPOORT_API_KEY or --key)."""
-    import httpx
-
     if key is None:
         typer.echo("give your API key in DATAPOORT_API_KEY (or --key)", err=True)
         raise typer.Exit(2)
@@ -224,14 +233,7 @@ def query(
         body["accuracy"] = {"half_width": accuracy}
     if delta is not None:
         body["delta"] = delta
-    endpoint = "/v1/query/estimate" if estimate else "/v1/query"
-    try:
-        response = httpx.post(
-            url.rstrip("/") + endpoint, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
-        )
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the gateway at {url}: {type(exc).__name__}", err=True)
-        raise typer.Exit(3) from exc
+    response = _post(url, "/v1/query/estimate" if estimate else "/v1/query", key, body)
     answer = response.json()
     if raw or response.status_code != 200:
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
@@ -257,18 +259,10 @@ _KEY = Annotated[str | None, typer.Option(envvar="DATAPOORT_API_KEY", help="Your
 
 def _post_json(url: str, path: str, key: str | None, body: dict[str, Any]) -> dict[str, Any]:
     """POST to a running gateway and return the JSON answer; exit 1 with the error body on a refusal."""
-    import httpx
-
     if key is None:
         typer.echo("give your API key in DATAPOORT_API_KEY (or --key)", err=True)
         raise typer.Exit(2)
-    try:
-        response = httpx.post(
-            url.rstrip("/") + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=600
-        )
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the gateway at {url}: {type(exc).__name__}", err=True)
-        raise typer.Exit(3) from exc
+    response = _post(url, path, key, body)
     answer: dict[str, Any] = response.json()
     if response.status_code != 200:
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False), err=True)
