@@ -54,9 +54,10 @@ class ExtractRequest(BaseModel):
 
 
 async def _closing(iterator: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
-    """Each chunk made on one worker thread of this stream's own (allocators keep memory per thread, so
-    hopping between pool threads would multiply it); when the client goes away (Starlette cancels the
-    response), the generator is closed, which stops the source's cursor and records what was sent."""
+    """Each chunk made on a worker thread of this stream's own. When the client goes away (Starlette
+    cancels the response) the generator is closed, which stops the source's cursor and records what was
+    sent; on the same thread, that close waits for a chunk still being made instead of failing with
+    "generator already executing"."""
     loop = asyncio.get_running_loop()
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
     try:
