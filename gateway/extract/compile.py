@@ -1,14 +1,16 @@
 """An extract specification as SQL for its source: generalisation and k-anonymity pushed down.
 
-Two statements read the source. The *summary* counts the equivalence classes (records with equal
-generalised quasi-identifiers) and how many records fall in classes too small to release, so that the
-response headers and the authorising audit event can state them before the first byte leaves. The
-*stream* returns the released records: the same selection joined to the classes that hold at least
-``k`` distinct persons (and, with l-diversity, ``l`` distinct values of the sensitive column).
+Two statements read the source. The *summary* counts the equivalence classes and how many records fall
+in classes too small to release, so that the response headers and the authorising audit event can state
+them before the first byte leaves. The *stream* returns the released records, computing the classes
+again in the same statement.
 
-Classes count distinct privacy units, not rows: a person with three care records is one person.
-Class keys are matched on (is null, text) pairs, which are injective and let both DuckDB and PostgreSQL
-hash-join them. The privacy unit itself leaves the source as ``__unit`` and is pseudonymised by the
+Classes are formed over every quasi-identifier any export profile of the dataset releases (see
+``class_columns``), generalised, and count distinct persons, not rows. Without the privacy unit in the
+extract each record is its own member; with it, a person's records are linked, so a class is of persons
+whose records carry the same multiset of values. Keys are (is null, text) pairs, injective and
+hash-joinable on DuckDB and PostgreSQL alike. Every count is a plain aggregate, so the source spills to
+disk rather than hold the data. The privacy unit leaves as ``__unit`` and is pseudonymised by the
 gateway; rows without one are left out.
 """
 
