@@ -22,7 +22,14 @@ from sqlglot import exp
 
 from anonymization import Rule
 from gateway.catalog import DatasetSpec
-from gateway.query.compile import ident, quoted_condition, source_relation, string_literal, typed_projection
+from gateway.query.compile import (
+    ident,
+    quoted_condition,
+    source_dialect,
+    source_relation,
+    string_literal,
+    typed_projection,
+)
 
 UNIT = "__unit"
 
@@ -119,7 +126,7 @@ def compile_extract(
     released, a person's records are linked by their pseudonym, so a *person* is the unit of the classes:
     persons whose records have the same multiset of quasi-identifier values form a class, and a class of
     fewer than k persons is suppressed with all its records. Without the unit, each record is its own."""
-    dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
+    dialect = source_dialect(dataset)
     unit = ident(dataset.privacy_unit, dialect)
     quasi = class_columns(dataset)
     needed = {dataset.privacy_unit, *(column.source for column in columns), *quasi}

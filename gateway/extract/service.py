@@ -33,7 +33,7 @@ from gateway.catalog import DatasetSpec
 from gateway.exceptions import ConfigurationError, DatasetNotFound, InvalidExtract, NotFound
 from gateway.extract.compile import CompiledExtract, compile_extract, output_columns
 from gateway.extract.formats import Format, Writer
-from gateway.query.compile import ident, source_relation, string_literal, typed_projection
+from gateway.query.compile import ident, source_dialect, source_relation, string_literal, typed_projection
 from gateway.query.sql_frontend import check_condition
 from gateway.query.validate import check_condition_columns
 from gateway.state import GatewayState
@@ -310,7 +310,7 @@ def _units(
 ) -> Iterator[list[Any]]:
     """The distinct privacy units of a source, typed as an extract reads them (so a CSV's ``007`` is the
     same 7 its pseudonym was made from)."""
-    dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
+    dialect = source_dialect(dataset)
     unit = ident(dataset.privacy_unit, dialect)
     typed = typed_projection(dataset, {dataset.privacy_unit, *where_columns}, dialect)
     condition = f"{unit} IS NOT NULL" + (f" AND {where}" if where else "")
@@ -358,7 +358,7 @@ def persons_for_bsn(state: GatewayState, bsn: str) -> list[str]:
     if register is None:
         raise ConfigurationError("the catalog names no person register (persons: dataset, bsn)")
     dataset = state.catalog.datasets[register.dataset]
-    dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
+    dialect = source_dialect(dataset)
     column = ident(register.bsn, dialect)
     if dataset.columns[register.bsn].type == "integer":  # a stored number has lost its leading zero
         condition = f"{column} = {int(bsn)}"

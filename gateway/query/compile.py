@@ -53,6 +53,11 @@ class CompiledQuery:
     grid: QuantileGrid | None
 
 
+def source_dialect(dataset: DatasetSpec) -> str:
+    """The SQL dialect of the dataset's source: PostgreSQL for tables, DuckDB for files."""
+    return "postgres" if dataset.source.kind == "postgresql" else "duckdb"
+
+
 def ident(name: str, dialect: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect)
 
@@ -135,7 +140,7 @@ def compile_statistics(
     is known to hold no unit with more than ``max_contributions`` rows and no row without a unit (see
     ``Sources.run``): there step 2 and the unit test remove nothing, so the statistics, and everything
     released from them, are the same."""
-    dialect = "postgres" if dataset.source.kind == "postgresql" else "duckdb"
+    dialect = source_dialect(dataset)
     statistics = distinct_statistics(aggregates)
     if select_keys and ROWS not in statistics:
         statistics = (*statistics, ROWS)
