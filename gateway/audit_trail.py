@@ -158,15 +158,16 @@ def respond(
     rows_released: int | None = None,
     detail: str | None = None,
     status_code: int = 200,
+    digest: bool = True,
 ) -> Response:
-    """Serialise an allowed answer, commit its event (with the digest of exactly these bytes) in the
-    request's transaction, and only then hand the bytes out."""
+    """Serialise an allowed answer, commit its event (with the digest of exactly these bytes, unless
+    ``digest`` is off) in the request's transaction, and only then hand the bytes out."""
     content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
     event = context.finish(
         decision="allow",
         privacy_cost=privacy_cost,
         rows_released=rows_released,
-        response_body=content,
+        response_body=content if digest else None,
         detail=detail,
     )
     commit_with_event(session, context, event)
