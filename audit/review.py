@@ -95,13 +95,14 @@ def as_json_lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet would run as a formula at the start of a cell."""
 
 
 def spreadsheet_safe(value: Any) -> Any:
     """A text cell a spreadsheet would run as a formula is prefixed with ``'`` (CSV injection): callers
     control some fields, such as the purpose they name."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value
     return value
 

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from audit.review import FORMULA_START
 from gateway.extract.compile import OutputColumn
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ MEDIA_TYPES: dict[str, str] = {
     "jsonl": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
 }
-_FORMULA = r"^[=+\-@\t\r]"
+_FORMULA = "^[" + "".join(re.escape(start) for start in FORMULA_START) + "]"
 """What ``audit.review.spreadsheet_safe`` guards against, as a pattern over a whole column."""
 _ARROW_TYPES = {
     "string": pa.string(),

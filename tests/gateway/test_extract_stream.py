@@ -27,3 +27,23 @@ def test_a_client_going_away_closes_the_extract_generator() -> None:
 
     assert anyio.run(client) == [b"0", b"1"]
     assert closed == [True]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_as_text() -> None:
+    import csv
+    import io
+
+    import pyarrow as pa
+
+    from gateway.extract.compile import OutputColumn
+    from gateway.extract.formats import Writer
+
+    columns = [
+        OutputColumn("person_id_pseudonym", "person_id", "string", None, True, False),
+        OutputColumn("note", "note", "string", None, False, False),
+    ]
+    writer = Writer("csv", columns)
+    values = ['=HYPERLINK("x")', "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", None]
+    table = pa.table({"person_id_pseudonym": ["a" * 32] * len(values), "note": values})
+    rows = list(csv.reader(io.StringIO((writer.header() + writer.rows(table)).decode(), newline="")))
+    assert [row[1] for row in rows[1:]] == ["'" + value for value in values[:6]] + ["plain", ""]
