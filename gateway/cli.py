@@ -187,6 +187,10 @@ def _print_answer(body: dict[str, Any]) -> None:
         typer.echo(f"  {name}: {report['mechanism']}, {accuracy}")
 
 
+_URL = Annotated[str, typer.Option(envvar="DATAPOORT_URL", help="The gateway.")]
+_KEY = Annotated[str | None, typer.Option(envvar="DATAPOORT_API_KEY", help="Your API key.", show_default=False)]
+
+
 def _post(url: str, path: str, key: str, body: dict[str, Any]) -> Any:
     """One POST to a running gateway; exit 3 if it cannot be reached."""
     import httpx
@@ -209,10 +213,8 @@ def query(
         float | None, typer.Option(help="Delta for choosing groups of a column without public keys.")
     ] = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Only say what it would cost.")] = False,
-    url: Annotated[str, typer.Option(envvar="DATAPOORT_URL", help="The gateway.")] = "http://127.0.0.1:8000",
-    key: Annotated[
-        str | None, typer.Option(envvar="DATAPOORT_API_KEY", help="Your API key.", show_default=False)
-    ] = None,
+    url: _URL = "http://127.0.0.1:8000",
+    key: _KEY = None,
     raw: Annotated[bool, typer.Option("--json", help="Print the response as JSON.")] = False,
 ) -> None:
     """Ask a running gateway an aggregate question (the key comes from DATAPOORT_API_KEY or --key)."""
@@ -251,10 +253,6 @@ def query(
             typer.echo(f"  {name}: {report['mechanism']}, half-width {report.get('half_width')}")
         return
     _print_answer(answer)
-
-
-_URL = Annotated[str, typer.Option(envvar="DATAPOORT_URL", help="The gateway.")]
-_KEY = Annotated[str | None, typer.Option(envvar="DATAPOORT_API_KEY", help="Your API key.", show_default=False)]
 
 
 def _post_json(url: str, path: str, key: str | None, body: dict[str, Any]) -> dict[str, Any]:
