@@ -23,7 +23,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.http.app import create_app
 from gateway.settings import Settings
 
 

@@ -39,8 +39,8 @@ from audit.checkpoints import CheckpointPolicy
 from audit.models import AuditEvent
 from audit.service import EventDraft, append_event
 from audit.verification import verify_chain
-from gateway.db import create_state_engine, read_snapshot, session_factory
-from gateway.migrate import upgrade
+from gateway.store.database import create_state_engine, read_snapshot, session_factory
+from gateway.store.migrate import upgrade
 from policies.models import ApiKey, Principal
 
 START = datetime(2026, 11, 30, tzinfo=UTC)

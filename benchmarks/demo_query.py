@@ -20,10 +20,10 @@ import duckdb
 import httpx
 from _harness import free_port, serving, write_figures  # benchmarks/ is on sys.path when run as a script
 
-from gateway.db import create_state_engine, session_factory
 from gateway.demo import generator, setup
-from gateway.migrate import upgrade
 from gateway.settings import Settings
+from gateway.store.database import create_state_engine, session_factory
+from gateway.store.migrate import upgrade
 
 DEMO_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"
 

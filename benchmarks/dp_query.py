@@ -31,11 +31,11 @@ import duckdb
 import httpx
 from _harness import free_port, serving, write_figures  # benchmarks/ is on sys.path when run as a script
 
-from gateway.catalog import load_catalog
+from gateway.data.catalog import load_catalog
+from gateway.data.sources import Sources
 from gateway.query import service as query_service
 from gateway.query.validate import validate_plan
 from gateway.settings import Settings
-from gateway.sources import Sources
 from policies.models import Grant
 
 EPSILON = 1.0

@@ -38,12 +38,12 @@ import yaml
 from _harness import free_port, serving, write_figures  # first: it fixes sys.path
 
 from anonymization import MasterSecret, Pseudonymiser
-from gateway.catalog import load_catalog
-from gateway.db import create_state_engine, session_factory
+from gateway.data.catalog import load_catalog
 from gateway.extract.compile import compile_extract, output_columns
-from gateway.migrate import upgrade
-from gateway.pseudonym_keys import add_version
+from gateway.keys.pseudonym_secrets import add_version
 from gateway.settings import DEFAULT_PSEUDONYM_KEYS, Settings
+from gateway.store.database import create_state_engine, session_factory
+from gateway.store.migrate import upgrade
 from policies import service as policy_service
 from policies.enforcer import role_subject
 

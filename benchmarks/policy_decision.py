@@ -31,8 +31,8 @@ import casbin
 from _harness import write_figures  # first: it keeps benchmarks/audit.py from shadowing the audit package
 from sqlalchemy import insert
 
-from gateway.db import create_state_engine, session_factory
-from gateway.migrate import upgrade
+from gateway.store.database import create_state_engine, session_factory
+from gateway.store.migrate import upgrade
 from policies.enforcer import ALLOW, DENY, PolicyEngine, model_text, principal_subject, role_subject
 from policies.models import CasbinRule
 

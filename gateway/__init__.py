@@ -1,3 +1,5 @@
-"""The Datapoort service: HTTP API, CLI, data sources, query compilation and the demo gemeente."""
+"""The Datapoort service, in layers from the edge inward: ``cli`` and ``http``; ``extract``, ``demo`` and
+``query``; ``state``; ``data``, ``store`` and ``keys``; then the request's ``audit_trail``, ``settings``
+and ``exceptions``, over the domains (``policies``, ``audit``, ``anonymization``)."""
 
 __version__ = "0.1.0"

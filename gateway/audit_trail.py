@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from fastapi import Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -147,31 +146,6 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
         session.rollback()
         raise
     context.written = True
-
-
-def respond(
-    session: Session,
-    context: AuditContext,
-    payload: dict[str, Any],
-    *,
-    privacy_cost: float | None = None,
-    rows_released: int | None = None,
-    detail: str | None = None,
-    status_code: int = 200,
-    digest: bool = True,
-) -> Response:
-    """Serialise an allowed answer, commit its event (with the digest of exactly these bytes, unless
-    ``digest`` is off) in the request's transaction, and only then hand the bytes out."""
-    content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
-    event = context.finish(
-        decision="allow",
-        privacy_cost=privacy_cost,
-        rows_released=rows_released,
-        response_body=content if digest else None,
-        detail=detail,
-    )
-    commit_with_event(session, context, event)
-    return Response(content=content, media_type="application/json", status_code=status_code)
 
 
 def describe_change(context: AuditContext, change: Change) -> str:

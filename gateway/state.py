@@ -8,10 +8,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from anonymization import MasterSecret
-from gateway.catalog import Catalog
-from gateway.identity import TokenAuthority
+from gateway.data.catalog import Catalog
+from gateway.data.sources import Sources
+from gateway.keys.identity_provider import TokenAuthority
 from gateway.settings import Settings
-from gateway.sources import Sources
 from policies.enforcer import PolicyEngine
 
 

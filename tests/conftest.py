@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.db import create_state_engine, session_factory
 from gateway.demo import generator
-from gateway.migrate import upgrade
+from gateway.store.database import create_state_engine, session_factory
+from gateway.store.migrate import upgrade
 
 POSTGRES_URL = os.environ.get("DATAPOORT_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("DATAPOORT_REQUIRE_POSTGRES") == "1"

@@ -1,0 +1,1 @@
+"""Pseudonymised, k-anonymous record-level extracts for partners, re-identification and inzage."""

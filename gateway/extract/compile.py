@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from anonymization import Rule
-from gateway.catalog import DatasetSpec
-from gateway.query.compile import (
+from gateway.data.catalog import DatasetSpec
+from gateway.data.relations import (
     ident,
     quoted_condition,
     source_dialect,

@@ -29,11 +29,11 @@ from audit import extracts as extract_records
 from audit import service as audit_service
 from audit.models import ExtractRecord
 from gateway.audit_trail import AuditContext
-from gateway.catalog import DatasetSpec
+from gateway.data.catalog import DatasetSpec
+from gateway.data.relations import ident, source_dialect, source_relation, string_literal, typed_projection
 from gateway.exceptions import ConfigurationError, DatasetNotFound, InvalidExtract, NotFound
 from gateway.extract.compile import CompiledExtract, compile_extract, output_columns
 from gateway.extract.formats import Format, Writer
-from gateway.query.compile import ident, source_dialect, source_relation, string_literal, typed_projection
 from gateway.query.sql_frontend import check_condition
 from gateway.query.validate import check_condition_columns
 from gateway.state import GatewayState

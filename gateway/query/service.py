@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from anonymization import InvalidPrivacyParameter, KeySelection
-from gateway.catalog import Catalog, DatasetSpec
+from gateway.data.catalog import Catalog, DatasetSpec
+from gateway.data.sources import Sources
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
 from gateway.query.compile import ROWS, CompiledQuery, compile_statistics
 from gateway.query.plan import QueryPlan
@@ -32,7 +33,6 @@ from gateway.query.release import (
 from gateway.query.sql_frontend import parse_sql
 from gateway.query.statistics import plan_statistics, required
 from gateway.query.validate import validate_plan
-from gateway.sources import Sources
 from policies import budget as budget_service
 from policies import service as policy_service
 from policies.enforcer import PolicyEngine
@@ -204,11 +204,6 @@ def build_release(
     )
 
 
-def dataset_cap(dataset: DatasetSpec) -> budget_service.Allowance:
-    cap = dataset.global_budget
-    return budget_service.Allowance(cap.epsilon_per_period, cap.period, cap.delta_per_period)
-
-
 def _exact_statistics(
     prepared: PreparedQuery, rows: list[tuple[Any, ...]], group_keys: tuple[tuple[Any, ...], ...]
 ) -> tuple[dict[tuple[object, ...], list[int]], list[list[int]] | None]:
@@ -268,7 +263,8 @@ def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
     only groups that pass partition selection are released.
     """
     plan = prepared.plan
-    rows = sources.run(plan.dataset, prepared.dataset, prepared.compiled)
+    compiled = prepared.compiled
+    rows = sources.run(plan.dataset, prepared.dataset, compiled.sql, unbounded=compiled.sql_unbounded)
     group_keys = _select_groups(prepared, rows) if prepared.selection is not None else prepared.group_keys
     if not group_keys:
         # Nothing passed the threshold: no vector to add noise to, and nothing to release but the shape.
@@ -319,7 +315,7 @@ def reserve(
         delta=prepared.delta,
         request_id=request_id,
         now=now,
-        cap=dataset_cap(prepared.dataset),
+        cap=prepared.dataset.global_budget.allowance(),
     )
 
 

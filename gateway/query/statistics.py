@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from gateway.catalog import ColumnSpec, DatasetSpec
+from gateway.data.catalog import ColumnSpec, DatasetSpec
 from gateway.exceptions import QueryNotSupported
 from gateway.query.plan import NUMERIC_FUNCTIONS, Aggregate, QueryPlan
 

@@ -8,7 +8,7 @@ import re
 
 from sqlglot import exp
 
-from gateway.catalog import ColumnSpec, DatasetSpec
+from gateway.data.catalog import ColumnSpec, DatasetSpec
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownColumn
 from gateway.query.plan import QueryPlan
 

@@ -16,7 +16,7 @@ from audit import checkpoints
 from audit.chain import HASHED_FIELDS, event_hash
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.service import EventDraft, append_event, verify_log
-from gateway.db import session_factory
+from gateway.store.database import session_factory
 
 START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from audit.verification import verify_chain
 WRITER = textwrap.dedent(
     """
     import sys
-    from gateway.db import create_state_engine, session_factory
+    from gateway.store.database import create_state_engine, session_factory
     from audit.service import EventDraft, append_event
 
     url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])

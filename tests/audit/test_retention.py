@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import checkpoints, retention
 from audit.models import AuditAnchor, AuditEvent
 from audit.service import verify_log
-from gateway.db import session_factory
+from gateway.store.database import session_factory
 from tests.audit.test_checkpoints import START, _append, _keys
 
 

@@ -19,8 +19,8 @@ from audit.chain import HASHED_FIELDS, canonical_bytes
 from audit.models import AuditEvent
 from audit.service import EventDraft, append_event
 from audit.verification import _COST_MARK, _rendering, verify_chain
-from gateway.db import create_state_engine, session_factory
-from gateway.migrate import upgrade
+from gateway.store.database import create_state_engine, session_factory
+from gateway.store.migrate import upgrade
 
 _FROM, _UNTIL = datetime(2000, 1, 1), datetime(2100, 1, 1)  # noqa: DTZ001 - hypothesis bounds are naive
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)

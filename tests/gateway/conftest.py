@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from audit.models import AuditEvent
-from gateway.app import create_app
-from gateway.db import create_state_engine, session_factory
 from gateway.demo import setup
-from gateway.migrate import upgrade
-from gateway.pseudonym_keys import add_version
+from gateway.http.app import create_app
+from gateway.keys.pseudonym_secrets import add_version
 from gateway.settings import DEFAULT_PSEUDONYM_KEYS, Settings
+from gateway.store.database import create_state_engine, session_factory
+from gateway.store.migrate import upgrade
 from policies.models import BudgetSpend
 
 DEMO_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"

@@ -1,0 +1,122 @@
+"""Serving the API, the demo gemeente, and migrating the state database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.cli.base import DataDir, app, load_settings, upgrade_state
+from gateway.settings import Settings
+
+db_app = typer.Typer(help="The state database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+EXAMPLE_SQL = "SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from gateway.data.catalog import load_catalog
+    from gateway.exceptions import CatalogError
+    from gateway.http.app import create_app
+
+    try:
+        load_catalog(settings.catalog_path)
+    except CatalogError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = Path(".datapoort")) -> None:
+    """Apply all migrations to the state database."""
+    settings = load_settings(data_dir)
+    upgrade_state(settings)
+    typer.echo(f"state database at head: {settings.state_database_url.split('@')[-1]}")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = Path(".datapoort"),
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Migrate the state database and serve the API."""
+    settings = load_settings(data_dir, host=host, port=port)
+    upgrade_state(settings)
+    _serve(settings)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = Path(".datapoort"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    residents: Annotated[
+        int, typer.Option(min=1, help="Residents of Voorbeeldstad (only when the data is built).")
+    ] = 100_000,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")] = True,
+) -> None:
+    """Build the demo gemeente Voorbeeldstad (if absent), provision demo keys, and serve it."""
+    from gateway.demo import generator, setup
+    from gateway.store.database import create_state_engine, session_factory
+
+    settings = load_settings(data_dir, host=host, port=port)
+    upgrade_state(settings)
+    # The demo data and its catalog live in the data dir itself, where `serve` looks by default.
+    settings = settings.model_copy(update={"catalog": None})
+    if not settings.catalog_path.is_file():
+        typer.echo(f"building Voorbeeldstad with {residents:,} residents in {settings.data_dir} ...")
+        built = generator.generate(settings.data_dir, residents=residents)
+        typer.echo("  " + ", ".join(f"{name}: {rows:,} rows" for name, rows in built.rows.items()))
+
+    from audit import checkpoints
+    from gateway.keys.audit_signing import checkpoint_policy
+    from gateway.settings import DEFAULT_PUBLIC_KEY, DEFAULT_SIGNING_KEY
+
+    if settings.audit_signing_key_path is None and not (settings.data_dir / DEFAULT_SIGNING_KEY).exists():
+        checkpoints.generate_key_pair(settings.data_dir / DEFAULT_SIGNING_KEY, settings.data_dir / DEFAULT_PUBLIC_KEY)
+    from gateway.keys.pseudonym_secrets import add_version
+    from gateway.settings import DEFAULT_PSEUDONYM_KEYS
+
+    no_secrets = settings.pseudonym_key_path is None and settings.pseudonym_master_keys is None
+    if no_secrets and not (settings.data_dir / DEFAULT_PSEUDONYM_KEYS).exists():
+        add_version(settings.data_dir / DEFAULT_PSEUDONYM_KEYS)
+    engine = create_state_engine(settings.state_database_url)
+    try:
+        setup.provision(
+            session_factory(engine, checkpoint_policy(settings)), settings.data_dir, instance=settings.instance
+        )
+    finally:
+        engine.dispose()
+    keys_file = settings.data_dir / setup.KEYS_FILE
+    base = f"http://{settings.host}:{settings.port}"
+    read_key = f"python3 -c \"import json;print(json.load(open('{keys_file}'))['analyst'])\""
+    typer.echo(
+        f"""
+Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer, admin): {keys_file} (mode 0600)
+  OpenAPI docs:  {base}/docs
+  Ask a DP count per wijk as the analyst:
+    KEY=$({read_key})
+    curl -s {base}/v1/query -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+      -d '{{"purpose": "beleidsinformatie", "sql": "{EXAMPLE_SQL}"}}'
+  The partner's key gets 403 for the same request. Who may do what, for which purpose, on which basis
+  (as the admin or the privacy officer):
+    ADMIN_KEY=$({read_key.replace("['analyst']", "['admin']")})
+    curl -s {base}/v1/admin/grants -H "Authorization: Bearer $ADMIN_KEY"
+  or on this host: datapoort grants list --data-dir {settings.data_dir}. Check the audit chain:
+    datapoort audit verify --data-dir {settings.data_dir}
+  Pull a pseudonymised, k-anonymous extract of jeugdzorg as the partner (CSV, JSON lines or Parquet):
+    DATAPOORT_API_KEY=$({read_key.replace("['analyst']", "['partner']")}) datapoort extract \\
+      --dataset jeugdzorg --purpose jeugdhulp-evaluatie \\
+      --column person_id --column wijk --column start_date --column zorgvorm --output jeugdzorg.csv
+  As the privacy officer, re-identify one pseudonym from it (with a justification), or list the extracts
+  that held a person (inzage): datapoort reidentify --help, datapoort inzage --help
+"""
+    )
+    if serve_api:
+        _serve(settings)

@@ -1,0 +1,238 @@
+"""The dataset catalog: what can be queried, how it is protected, where it lives.
+
+The catalog is operator input, so it is validated strictly on load and every error names the dataset and
+column it is about. Paths in it are relative to the catalog file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from anonymization import InvalidPrivacyParameter, Rule
+from gateway.exceptions import CatalogError
+from policies import budget as budget_service
+
+ColumnKind = Literal["identifier", "quasi_identifier", "sensitive", "attribute"]
+ColumnType = Literal["string", "integer", "float", "date", "boolean"]
+Action = Literal["aggregate", "export"]
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+# Keeps a square of one row's fixed-point value (for variances) far inside 64 bits.
+_MAX_FIXED_POINT = 1e9
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PublicKeysFile(_Strict):
+    file: str
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    kind: ColumnKind = "attribute"
+    description: str = ""
+    lower: float | None = None
+    upper: float | None = None
+    public_keys: list[str] | PublicKeysFile | None = None
+    decimals: Annotated[int, Field(ge=0, le=6)] = 2
+    """Float columns are summed as fixed-point integers with this many decimals."""
+    quantile_candidates: Annotated[int, Field(ge=2, le=10_000)] | None = None
+    """How many evenly spaced candidates within [lower, upper] a quantile chooses from."""
+    generalise: str | None = None
+    """How an extract releases this column: ``band:N`` (integers), ``prefix:N`` (text), ``month`` or
+    ``year`` (dates). Quasi-identifiers without one are released as they are (and still counted in
+    the equivalence classes)."""
+
+    @model_validator(mode="after")
+    def _bounds_make_sense(self) -> ColumnSpec:
+        if (self.lower is None) != (self.upper is None):
+            raise ValueError("give both lower and upper, or neither")
+        if self.lower is not None and self.upper is not None:
+            if self.type not in ("integer", "float"):
+                raise ValueError("bounds only apply to integer and float columns")
+            if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper):
+                raise ValueError("lower must be below upper, both finite")
+            scale = 1 if self.type == "integer" else 10**self.decimals
+            # Bounds on the fixed-point grid: the source's rounding (ties away from zero) and Python's
+            # (ties to even) then agree, so the sensitivity computed here is the one the source obeys.
+            for bound in (self.lower, self.upper):
+                if abs(bound * scale - round(bound * scale)) > 1e-9:
+                    raise ValueError(f"bound {bound} must be a multiple of 10**-decimals ({1 / scale:g})")
+            if max(abs(self.lower), abs(self.upper)) * scale > _MAX_FIXED_POINT:
+                raise ValueError(f"bounds times 10**decimals must stay within ±{_MAX_FIXED_POINT:.0e}")
+        if isinstance(self.public_keys, list) and len(set(self.public_keys)) != len(self.public_keys):
+            raise ValueError("public_keys contains duplicates")
+        if isinstance(self.public_keys, list) and not self.public_keys:
+            raise ValueError("public_keys is empty; leave it out to release groups through partition selection")
+        if self.generalise is not None:
+            try:
+                rule = Rule.parse(self.generalise)
+            except InvalidPrivacyParameter as exc:
+                raise ValueError(exc.message) from exc
+            needs = {"band": ("integer",), "prefix": ("string",), "month": ("date",), "year": ("date",)}[rule.kind]
+            if self.type not in needs:
+                raise ValueError(f"generalisation {self.generalise!r} does not apply to a {self.type} column")
+        return self
+
+    @property
+    def rule(self) -> Rule | None:
+        return Rule.parse(self.generalise) if self.generalise is not None else None
+
+    @property
+    def keys(self) -> tuple[str, ...] | None:
+        """The public category keys (resolved at load time; a file reference never survives loading)."""
+        if isinstance(self.public_keys, PublicKeysFile):
+            raise CatalogError(f"public_keys file {self.public_keys.file} was not resolved; use load_catalog")
+        return tuple(self.public_keys) if self.public_keys is not None else None
+
+
+class SourceSpec(_Strict):
+    """Where a dataset lives: a Parquet or CSV file (read through DuckDB) or a PostgreSQL table."""
+
+    kind: Literal["parquet", "csv", "postgresql"]
+    path: str | None = None
+    table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    url_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+    """PostgreSQL: the environment variable holding the SQLAlchemy URL, so no password sits in the catalog."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> SourceSpec:
+        if self.kind == "postgresql":
+            if self.table is None or self.url_env is None:
+                raise ValueError("a postgresql source needs 'table' and 'url_env'")
+        elif self.path is None:
+            raise ValueError(f"a {self.kind} source needs 'path'")
+        return self
+
+
+class GlobalBudget(_Strict):
+    """The most (epsilon, delta) all principals together may spend on a dataset per period."""
+
+    epsilon_per_period: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 50.0
+    delta_per_period: Annotated[float, Field(ge=0, lt=1)] = 1e-6
+    """Spent only by queries that select group keys from the data; 0 forbids them on this dataset."""
+    period: Literal["month", "year"] = "month"
+
+    def allowance(self) -> budget_service.Allowance:
+        """The cap as the ledger checks it."""
+        return budget_service.Allowance(self.epsilon_per_period, self.period, self.delta_per_period)
+
+
+class LDiversity(_Strict):
+    column: str
+    l: Annotated[int, Field(ge=2, le=100)]  # noqa: E741 - the literature's name
+
+
+class ExportProfile(_Strict):
+    """What an extract for one purpose may hold (data minimisation by purpose)."""
+
+    columns: Annotated[list[str], Field(min_length=1)]
+    l_diversity: LDiversity | None = None
+
+
+class DatasetSpec(_Strict):
+    description: str = ""
+    source: SourceSpec
+    privacy_unit: str
+    max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
+    actions: list[Action] = Field(default_factory=lambda: list[Action](["aggregate"]))
+    global_budget: GlobalBudget = Field(default_factory=GlobalBudget)
+    columns: dict[Annotated[str, Field(pattern=_NAME)], ColumnSpec]
+    exports: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")], ExportProfile] = Field(
+        default_factory=dict
+    )
+    """Per purpose, the columns an extract may hold."""
+
+    @model_validator(mode="after")
+    def _privacy_unit_is_a_column(self) -> DatasetSpec:
+        if self.privacy_unit not in self.columns:
+            raise ValueError(f"privacy_unit {self.privacy_unit!r} is not one of the columns")
+        if self.exports and "export" not in self.actions:
+            raise ValueError("exports are described but 'export' is not among the dataset's actions")
+        for purpose, profile in self.exports.items():
+            for name in profile.columns:
+                column = self.columns.get(name)
+                if column is None:
+                    raise ValueError(f"exports.{purpose}: {name!r} is not one of the columns")
+                if column.kind == "identifier" and name != self.privacy_unit:
+                    raise ValueError(f"exports.{purpose}: {name!r} is a direct identifier and is never released")
+            diverse = profile.l_diversity
+            if diverse is not None:
+                column = self.columns.get(diverse.column)
+                keys = column.public_keys if column is not None else None
+                if diverse.column not in profile.columns or column is None or column.kind == "identifier":
+                    raise ValueError(f"exports.{purpose}: l-diversity needs an exported column that identifies no one")
+                if not isinstance(keys, list | PublicKeysFile) or (isinstance(keys, list) and len(keys) > 62):
+                    raise ValueError(f"exports.{purpose}: the l-diversity column needs public_keys (at most 62)")
+        return self
+
+
+class PersonRegister(_Strict):
+    """Where a BSN is found for an inzageverzoek: a dataset whose privacy unit is the identifier the
+    other datasets use for a person, and its BSN column."""
+
+    dataset: str
+    bsn: str
+
+
+class Catalog(_Strict):
+    gemeente: str | None = None
+    datasets: dict[Annotated[str, Field(pattern=_NAME)], DatasetSpec]
+    persons: PersonRegister | None = None
+
+    @model_validator(mode="after")
+    def _register_exists(self) -> Catalog:
+        if self.persons is not None:
+            dataset = self.datasets.get(self.persons.dataset)
+            if dataset is None or self.persons.bsn not in dataset.columns:
+                raise ValueError("persons must name a dataset and one of its columns (the BSN)")
+        return self
+
+    def dataset(self, name: str) -> DatasetSpec | None:
+        return self.datasets.get(name)
+
+
+def _resolve(base: Path, raw: dict[str, object]) -> None:
+    """Make source paths absolute and inline public-key files, in the raw document before validation."""
+    for name, dataset in (raw.get("datasets") or {}).items():  # type: ignore[attr-defined]
+        if not isinstance(dataset, dict):
+            continue
+        source = dataset.get("source")
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = str((base / source["path"]).resolve())
+        for column_name, column in (dataset.get("columns") or {}).items():
+            keys = column.get("public_keys") if isinstance(column, dict) else None
+            if isinstance(keys, dict) and isinstance(keys.get("file"), str):
+                key_file = base / keys["file"]
+                try:
+                    lines = key_file.read_text(encoding="utf-8").splitlines()
+                except OSError as exc:
+                    raise CatalogError(
+                        f"dataset {name!r}, column {column_name!r}: cannot read public_keys file {key_file}: {exc}"
+                    ) from exc
+                column["public_keys"] = [line.strip() for line in lines if line.strip()]
+
+
+def load_catalog(path: Path) -> Catalog:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"catalog {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"catalog {path} must be a mapping with a 'datasets' key")
+    _resolve(path.parent, raw)
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise CatalogError(f"catalog {path} is invalid: {problems}") from exc

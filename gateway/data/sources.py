@@ -1,0 +1,307 @@
+"""Data sources. A source runs one compiled statement and returns the (small) aggregated result.
+
+Files (Parquet, CSV) are read by an in-process DuckDB; PostgreSQL tables through SQLAlchemy, with the
+connection URL taken from the environment variable the catalog names. Errors never carry the source's
+message outward: it can quote the row it failed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Generator
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import types as sqltypes
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.data.catalog import DatasetSpec
+from gateway.data.relations import contributions_sql
+from gateway.exceptions import CatalogError, SourceUnavailable
+
+logger = logging.getLogger("datapoort.sources")
+
+# Which SQLAlchemy column types a catalog type accepts in a PostgreSQL table.
+_COMPATIBLE: dict[str, tuple[type[sqltypes.TypeEngine[Any]], ...]] = {
+    "string": (sqltypes.String,),
+    "integer": (sqltypes.Integer,),
+    "float": (sqltypes.Float, sqltypes.Numeric, sqltypes.Integer),
+    "date": (sqltypes.Date,),
+    "boolean": (sqltypes.Boolean,),
+}
+STATEMENT_TIMEOUT_MS = 60_000
+
+
+DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
+DEFAULT_EXTRACT_MEMORY_LIMIT = "32MB"
+
+
+_Fingerprint = tuple[str, int, int, int, int, int]
+
+
+def _fingerprint(path: str) -> _Fingerprint | None:
+    """A file's version: path, device, inode, size, modification and change time. The change time
+    cannot be set by a user (writing, ``touch -d`` and ``utime`` all move it to now), and replacing the
+    file by a rename gives a new inode, so a same-size, same-mtime replacement is still seen."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (path, status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+class DuckDBSource:
+    """One in-memory DuckDB per gateway process; each query runs on its own cursor.
+
+    Operators whose state grows with the number of privacy units (bounding contributions, checking a
+    file's contributions) spill to ``temp_directory`` beyond ``memory_limit``, so the gateway's memory
+    does not grow with the data."""
+
+    def __init__(
+        self,
+        *,
+        memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
+        temp_directory: str | None = None,
+        preserve_order: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        self._connection = duckdb.connect(":memory:")
+        self._connection.execute("SET memory_limit = ?", [memory_limit])
+        if threads is not None:  # each thread holds buffers of its own: fewer threads, less memory
+            self._connection.execute(f"SET threads = {int(threads)}")
+        if not preserve_order:  # rows may come in any order: less to hold while streaming
+            self._connection.execute("SET preserve_insertion_order = false")
+        if temp_directory is not None:
+            self._connection.execute("SET temp_directory = ?", [temp_directory])
+        self._lock = threading.Lock()
+
+    def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            return cursor.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+        finally:
+            cursor.close()
+
+    def stream(self, sql: str, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
+        """Batches of rows as DuckDB produces them; closing the generator (a client that went away)
+        closes the cursor, which stops the query."""
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql)
+            while batch := cursor.fetchmany(batch_size):
+                yield batch
+        except duckdb.Error as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+        finally:
+            cursor.close()
+
+    def stream_arrow(self, sql: str, batch_size: int) -> Generator[pa.RecordBatch, None, None]:
+        """The same, as Arrow record batches: no Python object per value on the way out."""
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            yield from cursor.sql(sql).to_arrow_reader(batch_size)
+        except duckdb.Error as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class PostgresSource:
+    """A PostgreSQL database holding dataset tables; statements run read-only, with a time limit."""
+
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_engine(url, pool_pre_ping=True)
+        self._checked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check_columns(self, name: str, dataset: DatasetSpec) -> None:
+        """Refuse a table whose columns do not have the catalog's types (once per dataset)."""
+        if name in self._checked:
+            return
+        table = dataset.source.table or ""
+        schema, _, table_name = table.rpartition(".")
+        try:
+            actual = {
+                column["name"]: column["type"]
+                for column in inspect(self._engine).get_columns(table_name, schema or None)
+            }
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+        for column_name, spec in dataset.columns.items():
+            column_type = actual.get(column_name)
+            if column_type is None or not isinstance(column_type, _COMPATIBLE[spec.type]):
+                raise CatalogError(
+                    f"dataset {name!r}: column {column_name!r} of table {table} is "
+                    f"{'missing' if column_type is None else column_type!s}, but the catalog says {spec.type}"
+                )
+        with self._lock:
+            self._checked.add(name)
+
+    def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SET TRANSACTION READ ONLY"))
+                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                # Sent as is: through text() a ':name' inside a string constant would become a parameter,
+                # and with an empty parameter set the driver would read '%' as a placeholder.
+                result = connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
+                return [tuple(row) for row in result]
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+
+    def stream(self, sql: str, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
+        """Batches from a server-side cursor, so the table never sits in the gateway's memory."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SET TRANSACTION READ ONLY"))
+                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                result = connection.exec_driver_sql(
+                    sql,
+                    execution_options={"no_parameters": True, "stream_results": True, "max_row_buffer": batch_size},
+                )
+                while batch := result.fetchmany(batch_size):
+                    yield [tuple(row) for row in batch]
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+class Sources:
+    """Routes a dataset's compiled statement to the source that holds it."""
+
+    def __init__(
+        self,
+        *,
+        duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
+        duckdb_temp_directory: str | None = None,
+        extract_memory_limit: str = DEFAULT_EXTRACT_MEMORY_LIMIT,
+        extract_threads: int = 1,
+    ) -> None:
+        self.duckdb = DuckDBSource(memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory)
+        # Extracts put each batch in pseudonym order anyway, so the source's order need not be kept.
+        self.extract_duckdb = DuckDBSource(
+            memory_limit=extract_memory_limit,
+            temp_directory=duckdb_temp_directory,
+            preserve_order=False,
+            threads=extract_threads,
+        )
+        self._postgres: dict[str, PostgresSource] = {}
+        self._lock = threading.Lock()
+        self._within_bounds: dict[str, tuple[_Fingerprint, bool]] = {}
+
+    def needs_bounding(self, name: str, dataset: DatasetSpec) -> bool:
+        """Whether the source may hold a unit with more than ``max_contributions`` rows (or a row without
+        a unit).
+
+        A file is checked once per version; a database table can change between any two queries, so it
+        is always bounded. Skipping the bounding step where it would remove nothing changes no answer.
+        What it can change is a query's running time, which tells whether the file as a whole holds such
+        a unit: one bit about the file, fixed until it changes, that the operator declared anyway by
+        setting ``max_contributions`` (and one bit: whether every row has a unit).
+        """
+        return self._verified(name, dataset) is None
+
+    def _verified(self, name: str, dataset: DatasetSpec) -> _Fingerprint | None:
+        """The fingerprint of the file version verified to need no bounding, or ``None``."""
+        if dataset.source.kind == "postgresql" or dataset.source.path is None:
+            return None
+        before = _fingerprint(dataset.source.path)
+        if before is None:
+            return None  # the query itself will report the missing file
+        cached = self._within_bounds.get(name)
+        if cached is not None and cached[0] == before:
+            return before if cached[1] else None
+        try:
+            most, without_unit = (int(value) for value in self.duckdb.fetch_all(contributions_sql(dataset))[0])
+        except SourceUnavailable:
+            return None
+        if _fingerprint(dataset.source.path) != before:
+            return None  # changed while it was being checked: check again next time
+        within = most <= dataset.max_contributions and without_unit == 0
+        with self._lock:
+            self._within_bounds[name] = (before, within)
+        return before if within else None
+
+    def check_ready(self, name: str, dataset: DatasetSpec) -> None:
+        """Fail now, before any budget is reserved, for what does not depend on the data: a database
+        source without its URL, or a table whose column types disagree with the catalog."""
+        if dataset.source.kind == "postgresql":
+            self._postgres_for(dataset).check_columns(name, dataset)
+
+    def run(self, name: str, dataset: DatasetSpec, sql: str, *, unbounded: str | None = None) -> list[tuple[Any, ...]]:
+        """Run an aggregate statement (``sql``, with contributions bounded), or its ``unbounded`` form for a
+        file verified to need no bounding.
+
+        The file's version is compared again after the read: if it changed meanwhile, what was read may
+        hold a unit beyond ``max_contributions``, so the result is thrown away and the bounded form runs.
+        """
+        if dataset.source.kind == "postgresql":
+            source = self._postgres_for(dataset)
+            source.check_columns(name, dataset)
+            return source.fetch_all(sql)
+        verified = self._verified(name, dataset) if unbounded is not None else None
+        if verified is not None and unbounded is not None:
+            rows = self.duckdb.fetch_all(unbounded)
+            if _fingerprint(dataset.source.path or "") == verified:
+                return rows
+        return self.duckdb.fetch_all(sql)
+
+    def stream(
+        self, name: str, dataset: DatasetSpec, sql: str, *, batch_size: int = 10_000
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
+        """Rows of a record-level statement (constants inlined by the compiler), in batches."""
+        if dataset.source.kind == "postgresql":
+            source = self._postgres_for(dataset)
+            source.check_columns(name, dataset)
+            return source.stream(sql, batch_size)
+        return self.extract_duckdb.stream(sql, batch_size)
+
+    def stream_arrow(
+        self, name: str, dataset: DatasetSpec, sql: str, *, batch_size: int = 10_000
+    ) -> Generator[pa.RecordBatch, None, None]:
+        """Rows of a record-level statement as Arrow record batches (columns ``__unit``, ``__c0``, ...)."""
+        if dataset.source.kind != "postgresql":
+            yield from self.extract_duckdb.stream_arrow(sql, batch_size)
+            return
+        for rows in self.stream(name, dataset, sql, batch_size=batch_size):
+            columns = list(zip(*rows, strict=True))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(column) for column in columns],
+                names=["__unit"] + [f"__c{index}" for index in range(len(columns) - 1)],
+            )
+
+    def _postgres_for(self, dataset: DatasetSpec) -> PostgresSource:
+        variable = dataset.source.url_env or ""
+        url = os.environ.get(variable)
+        if not url:
+            raise CatalogError(f"the environment variable {variable} with the source's URL is not set")
+        with self._lock:
+            if url not in self._postgres:
+                self._postgres[url] = PostgresSource(url)
+            return self._postgres[url]
+
+    def close(self) -> None:
+        self.duckdb.close()
+        self.extract_duckdb.close()
+        for source in self._postgres.values():
+            source.close()

@@ -1,0 +1,1 @@
+"""The HTTP edge: the app factory, middleware, dependencies, who is calling, errors as HTTP, routers."""

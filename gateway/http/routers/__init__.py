@@ -1,0 +1,1 @@
+"""The routes, one module per area: query, catalog, admin, audit, extract, health."""

@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from audit.exceptions import AuditUnavailable
+from gateway.audit_trail import AuditContext, commit_with_event
+from gateway.exceptions import InvalidQuery
+from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.http.responses import respond
+from gateway.query import service as query_service
+from gateway.query.json_frontend import JsonPlan, plan_from_json
+from gateway.state import GatewayState
+from policies import budget as budget_service
+from policies.exceptions import BudgetExhausted
+from policies.service import AuthenticatedPrincipal
+
+router = APIRouter(prefix="/v1", tags=["query"])
+logger = logging.getLogger("datapoort.query")
+
+
+class Accuracy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    half_width: float = Field(gt=0, allow_inf_nan=False, description="Each COUNT/SUM within ± this of the truth.")
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999, description="With this probability.")
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(min_length=1, max_length=128, description="The registered purpose (doelbinding).")
+    sql: Annotated[str, Field(min_length=1, max_length=10_000)] | None = Field(
+        default=None, examples=["SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"]
+    )
+    plan: JsonPlan | None = Field(default=None, description="The same question as a JSON plan, instead of sql.")
+    epsilon: float | None = Field(
+        default=None, gt=0, strict=True, description="Privacy loss to spend; default set by the gateway."
+    )
+    accuracy: Accuracy | None = Field(default=None, description="Ask for accuracy instead of epsilon.")
+    delta: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        strict=True,
+        description="Only for a query grouping by a column without public keys (partition selection): the "
+        "delta to spend on choosing its groups; default set by the gateway.",
+    )
+
+    @model_validator(mode="after")
+    def _one_question_one_price(self) -> QueryRequest:
+        if (self.sql is None) == (self.plan is None):
+            raise ValueError("give exactly one of 'sql' and 'plan'")
+        if self.epsilon is not None and self.accuracy is not None:
+            raise ValueError("give 'epsilon' or 'accuracy', not both")
+        return self
+
+
+class QueryResponse(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    privacy: dict[str, Any]
+    request_id: str
+
+
+class EstimateResponse(BaseModel):
+    epsilon: float
+    delta: float
+    confidence: float
+    aggregates: dict[str, Any]
+    group_selection: dict[str, Any] | None
+    budget: dict[str, Any]
+    request_id: str
+
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}}
+
+
+def _prepare(
+    body: QueryRequest,
+    principal: AuthenticatedPrincipal,
+    session: Session,
+    state: GatewayState,
+    audit: AuditContext,
+) -> query_service.PreparedQuery:
+    try:
+        return _plan_and_price(body, principal, session, state, audit)
+    except RecursionError as exc:
+        # The front doors' nesting limits keep queries far from this; a shape they do not foresee is
+        # still a refused query (nothing has been read or spent), not a 500.
+        raise InvalidQuery("the query is nested too deeply") from exc
+
+
+def _plan_and_price(
+    body: QueryRequest,
+    principal: AuthenticatedPrincipal,
+    session: Session,
+    state: GatewayState,
+    audit: AuditContext,
+) -> query_service.PreparedQuery:
+    audit.event.purpose = body.purpose
+    if body.plan is not None:
+        audit.event.query = body.plan.model_dump_json(by_alias=True, exclude_defaults=True)[:10_000]
+        plan, dataset = query_service.resolve_dataset(plan_from_json(body.plan), state.catalog)
+    else:
+        audit.event.query = body.sql
+        plan, dataset = query_service.plan_query(body.sql or "", state.catalog)
+    audit.event.dataset = plan.dataset
+    audit.event.query = plan.normalised()
+    settings = state.settings
+    prepared = query_service.prepare(
+        session,
+        state.policy_engine,
+        principal,
+        plan=plan,
+        dataset=dataset,
+        purpose=body.purpose,
+        epsilon=body.epsilon,
+        accuracy=query_service.AccuracyTarget(body.accuracy.half_width, body.accuracy.confidence)
+        if body.accuracy is not None
+        else None,
+        limits=query_service.QueryLimits(
+            default_epsilon=settings.default_query_epsilon,
+            max_epsilon=settings.max_query_epsilon,
+            max_groups=settings.max_groups,
+            default_delta=settings.default_query_delta,
+            max_delta=settings.max_query_delta,
+        ),
+        now=audit.started_at,
+        delta=body.delta,
+    )
+    audit.event.legal_basis = prepared.grant.legal_basis
+    return prepared
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    summary="Answer an aggregate query with differential privacy",
+    responses=_REFUSALS,
+    dependencies=[Depends(audited_as(query_service.ACTION))],
+)
+def run_query(
+    body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+) -> Response:
+    # The budget is checked once, under the lock, by the reservation below (still before any read).
+    prepared = _prepare(body, principal, session, state, audit)
+    state.sources.check_ready(prepared.plan.dataset, prepared.dataset)
+    # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
+    # lock is held while the source computes, and concurrent queries cannot together pass the budget,
+    # whatever happens to them after the read.
+    spend_id, remaining = query_service.reserve(
+        session, prepared, principal, request_id=audit.request_id, now=audit.started_at
+    )
+    session.commit()
+
+    try:
+        answer = query_service.execute(prepared, state.sources)
+    except Exception as exc:
+        # The source has been read, and a failure can depend on what it read: the reservation stays
+        # spent, marked failed in the transaction of its event (if even that event cannot be written,
+        # it stays reserved, and counts). The handler sees the event is written.
+        budget_service.settle(session, spend_id, budget_service.FAILED)
+        failure = audit.finish(
+            decision="error",
+            reason=getattr(exc, "code", "internal_error"),
+            detail=getattr(exc, "message", type(exc).__name__),
+            privacy_cost=prepared.epsilon,
+        )
+        commit_with_event(session, audit, failure)
+        raise
+    budget_service.settle(session, spend_id, budget_service.RELEASED)
+    payload = {
+        "columns": answer.columns,
+        "rows": answer.rows,
+        "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
+        "request_id": audit.request_id,
+    }
+    try:
+        return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
+    except AuditUnavailable:
+        # Fail closed: the answer was ready but has no event, so it does not leave; only a 503 does,
+        # whatever the data. Hand the reservation back (best effort: if the state database refuses this
+        # too, it stays counted).
+        _cancel_reservation(state, spend_id)
+        raise
+
+
+def _cancel_reservation(state: GatewayState, spend_id: int) -> None:
+    try:
+        with state.sessions() as refund:
+            budget_service.cancel(refund, spend_id)
+            refund.commit()
+    except SQLAlchemyError:
+        logger.exception("a reservation could not be handed back after an audit failure; it stays counted")
+
+
+@router.post(
+    "/query/estimate",
+    response_model=EstimateResponse,
+    summary="What a query would cost and how accurate it would be, without reading data or spending",
+    responses=_REFUSALS,
+    dependencies=[Depends(audited_as("aggregate:estimate"))],
+)
+def estimate_query(
+    body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
+) -> Response:
+    prepared = _prepare(body, principal, session, state, audit)
+    cap = prepared.dataset.global_budget.allowance()
+    dataset, now = prepared.plan.dataset, audit.started_at
+    try:
+        remaining = budget_service.check_affordable(
+            session, prepared.grant, principal.id, dataset, prepared.epsilon, now, cap, delta=prepared.delta
+        )
+        affordable = True
+    except BudgetExhausted as refused:
+        remaining, affordable = refused.remaining, False
+    payload = {
+        "epsilon": prepared.epsilon,
+        "delta": prepared.delta,
+        "confidence": prepared.confidence,
+        "aggregates": query_service.mechanism_report(prepared),
+        "group_selection": query_service.selection_report(prepared),
+        "budget": {"epsilon_remaining": remaining, "affordable": affordable},
+        "request_id": audit.request_id,
+    }
+    return respond(session, audit, payload)

@@ -1,0 +1,1 @@
+"""Key material the gateway holds or trusts: audit signing keys, pseudonym master secrets, the identity provider."""

@@ -1,0 +1,1 @@
+"""The gateway's own state database: engine and sessions, the Alembic history, migrating."""

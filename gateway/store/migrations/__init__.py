@@ -1,0 +1,1 @@
+"""The Alembic environment and versions of the state database (``datapoort db upgrade``)."""
