@@ -3,14 +3,37 @@ whose OpenDP privacy map certifies no more than the epsilon asked for."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import opendp.prelude as dp
 
 from anonymization.errors import InvalidPrivacyParameter
 
 _MAX_NUDGES = 64
+
+# A planted bug for the privacy audit's own test: the noise actually drawn is this factor of the scale
+# the privacy map certified. Always 1.0 but inside ``planted_bug_weaker_noise``; reachable only from
+# Python, never from a setting or the environment (this package reads neither).
+_NOISE_FACTOR_FOR_AUDIT = 1.0
+
+
+@contextlib.contextmanager
+def planted_bug_weaker_noise(factor: float = 0.5) -> Iterator[None]:
+    """For the privacy audit's own test only: mechanisms built inside draw noise at ``factor`` times
+    the certified scale while still reporting the certified epsilon. The audit must catch this."""
+    global _NOISE_FACTOR_FOR_AUDIT
+    _NOISE_FACTOR_FOR_AUDIT = factor
+    try:
+        yield
+    finally:
+        _NOISE_FACTOR_FOR_AUDIT = 1.0
+
+
+def drawn_scale(scale: float) -> float:
+    """The scale noise is drawn at: the certified one, except under the audit's planted bug."""
+    return scale * _NOISE_FACTOR_FOR_AUDIT
 
 
 def check_epsilon(epsilon: float) -> None:
@@ -31,6 +54,8 @@ def calibrate(
             measurement = build(scale)
             certified = float(measurement.map(d_in))  # type: ignore[no-untyped-call]
             if certified <= epsilon:
+                if _NOISE_FACTOR_FOR_AUDIT != 1.0:
+                    measurement = build(drawn_scale(scale))
                 return measurement, scale, certified
             scale = math.nextafter(scale, math.inf)
     except dp.OpenDPException as exc:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import opendp.prelude as dp
 from opendp.accuracy import discrete_laplacian_scale_to_accuracy
 
-from anonymization._calibration import check_epsilon
+from anonymization._calibration import check_epsilon, drawn_scale
 from anonymization.errors import InvalidPrivacyParameter
 
 dp.enable_features("contrib")
@@ -136,7 +136,7 @@ class KeySelection:
         self.epsilon = certified_epsilon
         self.delta = certified_delta
         self.confidence = confidence
-        self._measurement = _measurement(scale, threshold)
+        self._measurement = _measurement(drawn_scale(scale), threshold)
         half_width = float(discrete_laplacian_scale_to_accuracy(scale, 1.0 - confidence))
         self.reliable_count = threshold + math.ceil(half_width)
         """A group with at least this many rows is released with probability at least ``confidence``."""

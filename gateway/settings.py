@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_SIGNING_KEY = "audit-signing-key.pem"
 DEFAULT_PUBLIC_KEY = "audit-signing-key.pub.pem"
 DEFAULT_PSEUDONYM_KEYS = "pseudonym-keys.json"
+DEFAULT_SNAPSHOT_SEED = "snapshot-seed.key"
 
 
 def private_key_file(path: Path) -> Path:
@@ -99,6 +100,11 @@ class Settings(BaseSettings):
         description="Extracts read files through a DuckDB of their own, which spills beyond this: an extract's "
         "memory does not grow with the data, nor take the aggregates' room.",
     )
+    snapshot_seed_path: Path | None = Field(
+        default=None,
+        description="The secret that chooses the rows a snapshot keeps of a unit with too many (created, "
+        "mode 0600, if absent); default: data_dir/snapshot-seed.key.",
+    )
     extract_duckdb_threads: int = Field(
         default=1, ge=1, le=64, description="Threads of the extracts' DuckDB (each holds buffers of its own)."
     )
@@ -150,6 +156,15 @@ class Settings(BaseSettings):
             return self.pseudonym_key_path
         default = self.data_dir / DEFAULT_PSEUDONYM_KEYS
         return private_key_file(default) if default.is_file() else None
+
+    @property
+    def snapshot_seed_file(self) -> Path:
+        return self.snapshot_seed_path or self.data_dir / DEFAULT_SNAPSHOT_SEED
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where verified snapshots of file-backed datasets are kept (mode 0700)."""
+        return self.data_dir / "snapshots"
 
     @property
     def catalog_path(self) -> Path:

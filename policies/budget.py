@@ -1,12 +1,25 @@
 """The privacy-budget ledger under approximate (epsilon, delta)-DP with basic sequential composition.
 
-Model: each aggregate grant allows ``epsilon_per_period`` (and ``delta_per_period``, which is 0 unless
-the grant says otherwise) per calendar period (month or year, UTC) per principal and dataset; and each
-dataset has a global cap per period across all principals, so that colluding principals cannot add up
-their allowances beyond it. Under basic sequential composition the privacy loss of releases within a
-period is at most (sum of epsilons, sum of deltas), so the ledger sums spends and refuses a query that
-would take either sum past its limit. Most queries are pure epsilon-DP and spend delta 0; only a query
-that releases data-dependent group keys (partition selection) spends delta.
+Model: spends are counted per *privacy-unit space*, the datasets whose privacy units are the same persons
+(or households, ...) as the catalog declares them; a dataset in no declared space is a space of its own.
+A query on any dataset of a space is a mechanism on the same persons, so under basic sequential
+composition a person's privacy loss is at most (sum of epsilons, sum of deltas) over every release on
+every dataset of the space. The ledger therefore sums per space, and refuses a query that would take
+any of these sums past its limit:
+
+* the principal's allowance: ``epsilon_per_period`` (and ``delta_per_period``, 0 unless the grant says
+  otherwise) of the grant the query is asked under, per calendar month or year (UTC), against all the
+  principal spent in the space that period, under whichever grant and on whichever dataset of the space.
+  A second grant in the space, or a revoked and re-issued one, adds no budget;
+* each cap of the space, against everyone's spends in it since the cap's period began: the period cap
+  (per month or year), so that colluding principals cannot add up their allowances past it, and the
+  optional longer cap (per year or over the lifetime of the data), so that the period cap does not
+  renew without bound.
+
+Spaces are treated as unrelated persons: a spend in one never counts in another. That is only right when
+their units are unrelated; datasets whose units overlap belong in one space, or a person's loss in both
+adds up unseen. Most queries are pure epsilon-DP and spend delta 0; only a query that releases
+data-dependent group keys (partition selection) spends delta.
 
 Sums use ``math.fsum`` and the test is ``fsum(spent + [epsilon]) <= allowance`` (exactly rounded, no
 tolerance), so ten spends of 0.1 fit an allowance of 1.0 and an eleventh does not.
@@ -21,19 +34,24 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import CursorResult, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from policies.exceptions import BudgetExhausted
 from policies.models import BudgetSpend, Grant
 
 PERIODS = ("month", "year")
+"""The periods of a grant's allowance."""
+LIFETIME = "lifetime"
+"""A cap's period besides month and year: a longer cap may bound the total over the lifetime of the data."""
 RESERVED, RELEASED, FAILED = "reserved", "released", "failed"
 SPEND_STATUSES = (RESERVED, RELEASED, FAILED)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +74,8 @@ def period_of(budget_period: str, moment: datetime) -> str:
         return moment.strftime("%Y-%m")
     if budget_period == "year":
         return moment.strftime("%Y")
+    if budget_period == LIFETIME:
+        return LIFETIME
     raise ValueError(f"unknown budget period {budget_period!r}")
 
 
@@ -65,15 +85,21 @@ def period_start(budget_period: str, moment: datetime) -> datetime:
         return datetime(moment.year, moment.month, 1, tzinfo=UTC)
     if budget_period == "year":
         return datetime(moment.year, 1, 1, tzinfo=UTC)
+    if budget_period == LIFETIME:
+        return _EPOCH  # before any spend: every one counts
     raise ValueError(f"unknown budget period {budget_period!r}")
 
 
-def _lock_dataset(session: Session, dataset: str) -> None:
-    """Serialise spends on one dataset across processes (PostgreSQL advisory lock; on SQLite every
-    transaction already holds the write lock from ``BEGIN IMMEDIATE``). Per dataset, not per principal,
-    because the dataset's global cap is shared by all principals."""
+def _within(budget_period: str) -> str:
+    return "in total" if budget_period == LIFETIME else f"this {budget_period}"
+
+
+def _lock_space(session: Session, unit_space: str) -> None:
+    """Serialise spends on one unit space across processes (PostgreSQL advisory lock; on SQLite every
+    transaction already holds the write lock from ``BEGIN IMMEDIATE``). Per space, not per principal or
+    dataset, because the space's caps are shared by all principals and all its datasets."""
     if session.get_bind().dialect.name == "postgresql":
-        digest = hashlib.sha256(f"budget\x00{dataset}".encode()).digest()
+        digest = hashlib.sha256(f"budget\x00{unit_space}".encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
@@ -84,106 +110,155 @@ def grant_allowance(grant: Grant) -> Allowance:
     return Allowance(grant.epsilon_per_period, grant.budget_period, grant.delta_per_period or 0.0)
 
 
-def _spends(
-    session: Session, *, dataset: str, since: datetime, principal_id: str | None = None, grant_id: int | None = None
-) -> list[tuple[float, float]]:
-    statement = select(BudgetSpend.epsilon, BudgetSpend.delta).where(
-        BudgetSpend.dataset == dataset, BudgetSpend.spent_at >= since
-    )
+@dataclass(frozen=True, slots=True)
+class _Spend:
+    principal_id: str
+    dataset: str
+    epsilon: float
+    delta: float
+    spent_at: datetime
+
+
+def _spends(session: Session, *, unit_space: str, since: datetime, principal_id: str | None) -> list[_Spend]:
+    statement = select(
+        BudgetSpend.principal_id, BudgetSpend.dataset, BudgetSpend.epsilon, BudgetSpend.delta, BudgetSpend.spent_at
+    ).where(BudgetSpend.unit_space == unit_space, BudgetSpend.spent_at >= since)
     if principal_id is not None:
         statement = statement.where(BudgetSpend.principal_id == principal_id)
-    if grant_id is not None:
-        statement = statement.where(BudgetSpend.grant_id == grant_id)
-    return [(float(epsilon), float(delta)) for epsilon, delta in session.execute(statement)]
+    return [
+        _Spend(principal, dataset, float(epsilon), float(delta), spent_at)
+        for principal, dataset, epsilon, delta, spent_at in session.execute(statement)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class CapState:
+    """One cap of a unit space and what everyone together spent against it since its period began."""
+
+    allowance: Allowance
+    spent: float
+    delta_spent: float = 0.0
+
+    @property
+    def period(self) -> str:
+        return self.allowance.period
+
+    @property
+    def remaining(self) -> float:
+        return max(self.allowance.epsilon - self.spent, 0.0)
+
+    @property
+    def delta_remaining(self) -> float:
+        return max(self.allowance.delta - self.delta_spent, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetState:
-    """What is left, for the principal under its grant and for the dataset as a whole."""
+    """What is left in a unit space: for the principal under its grant's allowance, and under each of
+    the space's caps for everyone together."""
 
-    principal_spent: float
+    unit_space: str
     principal_allowance: Allowance
-    dataset_spent: float
-    dataset_allowance: Allowance | None
+    principal_spent: float
     principal_delta_spent: float = 0.0
-    dataset_delta_spent: float = 0.0
+    caps: tuple[CapState, ...] = ()
 
     @property
     def principal_remaining(self) -> float:
         return max(self.principal_allowance.epsilon - self.principal_spent, 0.0)
 
     @property
-    def dataset_remaining(self) -> float | None:
-        if self.dataset_allowance is None:
-            return None
-        return max(self.dataset_allowance.epsilon - self.dataset_spent, 0.0)
-
-    @property
-    def remaining(self) -> float:
-        dataset = self.dataset_remaining
-        return self.principal_remaining if dataset is None else min(self.principal_remaining, dataset)
-
-    @property
     def principal_delta_remaining(self) -> float:
         return max(self.principal_allowance.delta - self.principal_delta_spent, 0.0)
 
     @property
-    def dataset_delta_remaining(self) -> float | None:
-        if self.dataset_allowance is None:
-            return None
-        return max(self.dataset_allowance.delta - self.dataset_delta_spent, 0.0)
+    def space_remaining(self) -> float | None:
+        """The least any cap leaves; ``None`` without caps."""
+        return min((cap.remaining for cap in self.caps), default=None)
+
+    @property
+    def space_delta_remaining(self) -> float | None:
+        return min((cap.delta_remaining for cap in self.caps), default=None)
+
+    @property
+    def remaining(self) -> float:
+        space = self.space_remaining
+        return self.principal_remaining if space is None else min(self.principal_remaining, space)
 
     @property
     def delta_remaining(self) -> float:
-        dataset = self.dataset_delta_remaining
+        space = self.space_delta_remaining
         mine = self.principal_delta_remaining
-        return mine if dataset is None else min(mine, dataset)
+        return mine if space is None else min(mine, space)
 
 
 @dataclass(frozen=True, slots=True)
 class _Ledger:
     state: BudgetState
-    mine: list[tuple[float, float]]
-    everyone: list[tuple[float, float]]
+    mine: list[_Spend]
+    """The principal's spends in the space in its grant's period."""
+    everyone: list[list[_Spend]]
+    """Per cap, in the order of ``state.caps``: everyone's spends in the space since the cap's start."""
 
 
-def _column(spends: Sequence[tuple[float, float]], index: int) -> list[float]:
-    return [spend[index] for spend in spends]
+def _epsilons(spends: Sequence[_Spend]) -> list[float]:
+    return [spend.epsilon for spend in spends]
+
+
+def _deltas(spends: Sequence[_Spend]) -> list[float]:
+    return [spend.delta for spend in spends]
 
 
 def _ledger(
-    session: Session, grant: Grant, principal_id: str, dataset: str, now: datetime, cap: Allowance | None
+    session: Session, grant: Grant, principal_id: str, unit_space: str, caps: Sequence[Allowance], now: datetime
 ) -> _Ledger:
     allowance = grant_allowance(grant)
-    mine = _spends(
+    mine_since = period_start(allowance.period, now)
+    cap_since = [period_start(cap.period, now) for cap in caps]
+    # One read for every sum: the caps need everyone's spends, the allowance only the principal's.
+    rows = _spends(
         session,
-        dataset=dataset,
-        since=period_start(allowance.period, now),
-        principal_id=principal_id,
-        grant_id=grant.id,
+        unit_space=unit_space,
+        since=min([mine_since, *cap_since]),
+        principal_id=None if caps else principal_id,
     )
-    everyone = _spends(session, dataset=dataset, since=period_start(cap.period, now)) if cap is not None else []
+    mine = [row for row in rows if row.principal_id == principal_id and row.spent_at >= mine_since]
+    everyone = [[row for row in rows if row.spent_at >= since] for since in cap_since]
     state = BudgetState(
-        principal_spent=math.fsum(_column(mine, 0)),
+        unit_space=unit_space,
         principal_allowance=allowance,
-        dataset_spent=math.fsum(_column(everyone, 0)),
-        dataset_allowance=cap,
-        principal_delta_spent=math.fsum(_column(mine, 1)),
-        dataset_delta_spent=math.fsum(_column(everyone, 1)),
+        principal_spent=math.fsum(_epsilons(mine)),
+        principal_delta_spent=math.fsum(_deltas(mine)),
+        caps=tuple(
+            CapState(cap, math.fsum(_epsilons(spends)), math.fsum(_deltas(spends)))
+            for cap, spends in zip(caps, everyone, strict=True)
+        ),
     )
     return _Ledger(state, mine, everyone)
 
 
 def budget_state(
-    session: Session, grant: Grant, principal_id: str, dataset: str, now: datetime, cap: Allowance | None = None
+    session: Session,
+    grant: Grant,
+    *,
+    principal_id: str,
+    unit_space: str,
+    caps: Sequence[Allowance],
+    now: datetime,
 ) -> BudgetState:
-    return _ledger(session, grant, principal_id, dataset, now, cap).state
+    return _ledger(session, grant, principal_id, unit_space, caps, now).state
 
 
 def remaining_epsilon(
-    session: Session, grant: Grant, principal_id: str, dataset: str, now: datetime, cap: Allowance | None = None
+    session: Session,
+    grant: Grant,
+    *,
+    principal_id: str,
+    unit_space: str,
+    caps: Sequence[Allowance],
+    now: datetime,
 ) -> float:
-    return budget_state(session, grant, principal_id, dataset, now, cap).remaining
+    return budget_state(session, grant, principal_id=principal_id, unit_space=unit_space, caps=caps, now=now).remaining
 
 
 def _refuse(message: str, state: BudgetState, cost: Cost) -> BudgetExhausted:
@@ -196,52 +271,129 @@ def _refuse(message: str, state: BudgetState, cost: Cost) -> BudgetExhausted:
     )
 
 
+def _for_you(unit_space: str, dataset: str, mine: Sequence[_Spend]) -> str:
+    """Where the principal's allowance went: the space and the datasets of the principal's own spends
+    in it (the query's among them), so a refusal on one dataset is explained by spends on another.
+    Only the principal's own datasets: naming others' would show datasets it may not see."""
+    datasets = sorted({dataset, *(spend.dataset for spend in mine)})
+    if datasets == [unit_space]:
+        return f"on {unit_space!r}"
+    return f"in unit space {unit_space!r} (dataset{'s' if len(datasets) > 1 else ''} {', '.join(datasets)})"
+
+
+def _the_space(unit_space: str, dataset: str) -> str:
+    return f"the dataset {dataset!r}" if unit_space == dataset else f"the unit space {unit_space!r}"
+
+
+def _check(ledger: _Ledger, *, dataset: str, cost: Cost) -> None:
+    state, unit_space = ledger.state, ledger.state.unit_space
+    epsilon, delta = cost.epsilon, cost.delta
+    allowance = state.principal_allowance
+    mine = _for_you(unit_space, dataset, ledger.mine)
+    if math.fsum([*_epsilons(ledger.mine), epsilon]) > allowance.epsilon:
+        raise _refuse(
+            f"this query costs epsilon {epsilon:g} but only {state.principal_remaining:g} is left for you "
+            f"{mine} {_within(allowance.period)}",
+            state,
+            cost,
+        )
+    if delta > 0 and math.fsum([*_deltas(ledger.mine), delta]) > allowance.delta:
+        raise _refuse(
+            f"this query costs delta {delta:g} (it selects group keys from the data) but only "
+            f"{state.principal_delta_remaining:g} is left for you {mine} {_within(allowance.period)}",
+            state,
+            cost,
+        )
+    space = _the_space(unit_space, dataset)
+    for cap, spends in zip(state.caps, ledger.everyone, strict=True):
+        if math.fsum([*_epsilons(spends), epsilon]) > cap.allowance.epsilon:
+            raise _refuse(
+                f"this query costs epsilon {epsilon:g} but {space} has only {cap.remaining:g} left "
+                f"{_within(cap.period)} across all users",
+                state,
+                cost,
+            )
+        if delta > 0 and math.fsum([*_deltas(spends), delta]) > cap.allowance.delta:
+            raise _refuse(
+                f"this query costs delta {delta:g} but {space} has only {cap.delta_remaining:g} left "
+                f"{_within(cap.period)} across all users",
+                state,
+                cost,
+            )
+
+
 def check_affordable(
     session: Session,
     grant: Grant,
+    *,
     principal_id: str,
     dataset: str,
+    unit_space: str,
+    caps: Sequence[Allowance],
     epsilon: float,
     now: datetime,
-    cap: Allowance | None = None,
-    *,
     delta: float = 0.0,
 ) -> float:
-    """Raise ``BudgetExhausted`` unless (``epsilon``, ``delta``) fits both the grant's allowance and the
-    dataset's cap; return the epsilon left before it."""
-    cost = Cost(epsilon, delta)
-    ledger = _ledger(session, grant, principal_id, dataset, now, cap)
+    """Raise ``BudgetExhausted`` unless (``epsilon``, ``delta``) on ``dataset`` fits both the grant's
+    allowance and every cap of the dataset's unit space; return the epsilon left before it."""
+    ledger = _ledger(session, grant, principal_id, unit_space, caps, now)
+    _check(ledger, dataset=dataset, cost=Cost(epsilon, delta))
+    return ledger.state.remaining
+
+
+def _after(ledger: _Ledger, cost: Cost) -> BudgetState:
+    """The state once the spend is recorded (it falls within every period that counts: it is now)."""
     state = ledger.state
-    period = state.principal_allowance.period
-    if math.fsum([*_column(ledger.mine, 0), epsilon]) > state.principal_allowance.epsilon:
-        raise _refuse(
-            f"this query costs epsilon {epsilon:g} but only {state.principal_remaining:g} is left for you "
-            f"on {dataset!r} this {period}",
-            state,
-            cost,
-        )
-    if delta > 0 and math.fsum([*_column(ledger.mine, 1), delta]) > state.principal_allowance.delta:
-        raise _refuse(
-            f"this query costs delta {delta:g} (it selects group keys from the data) but only "
-            f"{state.principal_delta_remaining:g} is left for you on {dataset!r} this {period}",
-            state,
-            cost,
-        )
-    if cap is not None and math.fsum([*_column(ledger.everyone, 0), epsilon]) > cap.epsilon:
-        raise _refuse(
-            f"this query costs epsilon {epsilon:g} but the dataset {dataset!r} has only "
-            f"{state.dataset_remaining:g} left this {cap.period} across all users",
-            state,
-            cost,
-        )
-    if cap is not None and delta > 0 and math.fsum([*_column(ledger.everyone, 1), delta]) > cap.delta:
-        raise _refuse(
-            f"this query costs delta {delta:g} but the dataset {dataset!r} has only "
-            f"{state.dataset_delta_remaining:g} left this {cap.period} across all users",
-            state,
-            cost,
-        )
-    return state.remaining
+    return BudgetState(
+        unit_space=state.unit_space,
+        principal_allowance=state.principal_allowance,
+        principal_spent=math.fsum([*_epsilons(ledger.mine), cost.epsilon]),
+        principal_delta_spent=math.fsum([*_deltas(ledger.mine), cost.delta]),
+        caps=tuple(
+            CapState(
+                cap.allowance,
+                math.fsum([*_epsilons(spends), cost.epsilon]),
+                math.fsum([*_deltas(spends), cost.delta]),
+            )
+            for cap, spends in zip(state.caps, ledger.everyone, strict=True)
+        ),
+    )
+
+
+def _record(
+    session: Session,
+    grant: Grant,
+    *,
+    principal_id: str,
+    dataset: str,
+    unit_space: str,
+    caps: Sequence[Allowance],
+    cost: Cost,
+    request_id: str,
+    now: datetime,
+    status: str,
+) -> tuple[BudgetSpend, BudgetState]:
+    if status not in SPEND_STATUSES:
+        raise ValueError(f"unknown spend status {status!r}")
+    allowance = grant_allowance(grant)
+    _lock_space(session, unit_space)
+    ledger = _ledger(session, grant, principal_id, unit_space, caps, now)
+    _check(ledger, dataset=dataset, cost=cost)
+    entry = BudgetSpend(
+        principal_id=principal_id,
+        dataset=dataset,
+        unit_space=unit_space,
+        grant_id=grant.id,
+        period=period_of(allowance.period, now),
+        epsilon=cost.epsilon,
+        delta=cost.delta,
+        status=status,
+        request_id=request_id,
+        spent_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    return entry, _after(ledger, cost)
 
 
 def spend(
@@ -250,38 +402,33 @@ def spend(
     *,
     principal_id: str,
     dataset: str,
+    unit_space: str,
+    caps: Sequence[Allowance],
     epsilon: float,
     request_id: str,
     now: datetime,
-    cap: Allowance | None = None,
     delta: float = 0.0,
     status: str = RELEASED,
 ) -> tuple[BudgetSpend, float]:
     """Check under a lock and record a spend in the caller's transaction; return it and the epsilon left.
 
-    Concurrent requests cannot overspend: the check and the insert happen under the same lock (per
-    dataset), and nothing is ever recorded past a limit. ``status=RESERVED`` is the step before the
-    data is read; ``settle`` later marks the outcome.
+    Concurrent requests cannot overspend: the check and the insert happen under the same lock (per unit
+    space), and nothing is ever recorded past a limit. ``status=RESERVED`` is the step before the data
+    is read; ``settle`` later marks the outcome.
     """
-    if status not in SPEND_STATUSES:
-        raise ValueError(f"unknown spend status {status!r}")
-    allowance = grant_allowance(grant)
-    _lock_dataset(session, dataset)
-    left = check_affordable(session, grant, principal_id, dataset, epsilon, now, cap, delta=delta)
-    entry = BudgetSpend(
+    entry, after = _record(
+        session,
+        grant,
         principal_id=principal_id,
         dataset=dataset,
-        grant_id=grant.id,
-        period=period_of(allowance.period, now),
-        epsilon=epsilon,
-        delta=delta,
-        status=status,
+        unit_space=unit_space,
+        caps=caps,
+        cost=Cost(epsilon, delta),
         request_id=request_id,
-        spent_at=now,
+        now=now,
+        status=status,
     )
-    session.add(entry)
-    session.flush()
-    return entry, max(left - epsilon, 0.0)
+    return entry, after.remaining
 
 
 def reserve(
@@ -290,29 +437,31 @@ def reserve(
     *,
     principal_id: str,
     dataset: str,
+    unit_space: str,
+    caps: Sequence[Allowance],
     epsilon: float,
     request_id: str,
     now: datetime,
-    cap: Allowance | None = None,
     delta: float = 0.0,
-) -> tuple[int, float]:
-    """Reserve a query's cost before its data is read; return the ledger entry's id and the epsilon left.
+) -> tuple[int, BudgetState]:
+    """Reserve a query's cost before its data is read; return the ledger entry's id and what is left
+    once it counts (for the answer's privacy report).
 
-    The caller commits the reservation before reading. From then on it counts against both limits, and
+    The caller commits the reservation before reading. From then on it counts against every limit, and
     it stays counted whatever happens to the query: a failure after the read may depend on the data."""
-    entry, left = spend(
+    entry, after = _record(
         session,
         grant,
         principal_id=principal_id,
         dataset=dataset,
-        epsilon=epsilon,
+        unit_space=unit_space,
+        caps=caps,
+        cost=Cost(epsilon, delta),
         request_id=request_id,
         now=now,
-        cap=cap,
-        delta=delta,
         status=RESERVED,
     )
-    return entry.id, left
+    return entry.id, after
 
 
 def cancel(session: Session, spend_id: int) -> None:
@@ -333,17 +482,43 @@ def settle(session: Session, spend_id: int, outcome: str) -> None:
     )
 
 
+def assign_unit_spaces(session: Session, spaces: Mapping[str, str]) -> int:
+    """Move the ledger entries that still count against their own dataset (as the migration to unit
+    spaces left every older entry) into the space ``spaces`` (dataset -> unit space, from the catalog)
+    now puts that dataset in; return how many moved.
+
+    Without it an upgrade would hand out fresh budget: what was spent on each dataset of a space before
+    would not count against the space. In the caller's transaction, under each receiving space's lock
+    (taken in name order), so no concurrent spend is checked against a half-moved ledger."""
+    moved = 0
+    for unit_space in sorted(set(spaces.values())):
+        datasets = sorted(name for name, space in spaces.items() if space == unit_space and name != unit_space)
+        if not datasets:
+            continue
+        _lock_space(session, unit_space)
+        result = session.execute(
+            update(BudgetSpend)
+            .where(BudgetSpend.dataset.in_(datasets), BudgetSpend.unit_space == BudgetSpend.dataset)
+            .values(unit_space=unit_space)
+            .execution_options(synchronize_session=False)
+        )
+        moved += cast(CursorResult[Any], result).rowcount
+    return moved
+
+
 def usage(
     session: Session,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     principal_id: str | None = None,
+    unit_space: str | None = None,
     dataset: str | None = None,
 ) -> list[dict[str, object]]:
-    """Privacy budget used per principal, dataset and period (reserved, released and failed alike: all
-    of it counts), for the privacy officer's review."""
-    columns = (BudgetSpend.principal_id, BudgetSpend.dataset, BudgetSpend.period)
+    """Privacy budget used per principal, unit space, dataset and period (reserved, released and failed
+    alike: all of it counts), for the privacy officer's review. A principal's rows of one space and
+    period add up to what counts against its allowance there."""
+    columns = (BudgetSpend.principal_id, BudgetSpend.unit_space, BudgetSpend.dataset, BudgetSpend.period)
     statement = select(*columns, func.sum(BudgetSpend.epsilon), func.sum(BudgetSpend.delta), func.count())
     if since is not None:
         statement = statement.where(BudgetSpend.spent_at >= since)
@@ -351,17 +526,20 @@ def usage(
         statement = statement.where(BudgetSpend.spent_at < until)
     if principal_id is not None:
         statement = statement.where(BudgetSpend.principal_id == principal_id)
+    if unit_space is not None:
+        statement = statement.where(BudgetSpend.unit_space == unit_space)
     if dataset is not None:
         statement = statement.where(BudgetSpend.dataset == dataset)
     statement = statement.group_by(*columns).order_by(*columns)
     return [
         {
             "principal_id": principal,
+            "unit_space": space,
             "dataset": name,
             "period": period,
             "epsilon": float(epsilon or 0.0),
             "delta": float(delta or 0.0),
             "queries": int(count),
         }
-        for principal, name, period, epsilon, delta, count in session.execute(statement)
+        for principal, space, name, period, epsilon, delta, count in session.execute(statement)
     ]

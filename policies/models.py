@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from audit.db_types import UTCDateTime, new_metadata
@@ -131,10 +131,18 @@ class BudgetSpend(PoliciesBase):
     failure); it counts all the same."""
 
     __tablename__ = "budget_spend"
+    __table_args__ = (
+        # The ledger's two sums: everyone's spends in a space since a cap's start, and one principal's.
+        Index("ix_budget_spend_unit_space_spent_at", "unit_space", "spent_at"),
+        Index("ix_budget_spend_principal_id_unit_space_spent_at", "principal_id", "unit_space", "spent_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     principal_id: Mapped[str] = mapped_column(ForeignKey("principal.id"), index=True)
     dataset: Mapped[str] = mapped_column(String(128))
+    unit_space: Mapped[str] = mapped_column(String(128))
+    """The privacy-unit space the dataset belonged to when the spend was made: what the spend counts
+    against (see ``policies.budget``)."""
     grant_id: Mapped[int] = mapped_column(ForeignKey("grant.id"))
     period: Mapped[str] = mapped_column(String(16))
     epsilon: Mapped[float] = mapped_column(Float)

@@ -7,6 +7,7 @@ column it is about. Paths in it are relative to the catalog file.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -100,6 +101,9 @@ class SourceSpec(_Strict):
     table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
     url_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
     """PostgreSQL: the environment variable holding the SQLAlchemy URL, so no password sits in the catalog."""
+    delimiter: Literal[",", ";", "\t", "|"] = ","
+    """CSV: the field separator. The rest of the dialect is fixed: a header line, UTF-8, ``"`` quotes
+    (doubled inside a field), one record per line; nothing is guessed from the file."""
 
     @model_validator(mode="after")
     def _complete(self) -> SourceSpec:
@@ -112,7 +116,8 @@ class SourceSpec(_Strict):
 
 
 class GlobalBudget(_Strict):
-    """The most (epsilon, delta) all principals together may spend on a dataset per period."""
+    """The most (epsilon, delta) all principals together may spend per period on the datasets of one
+    privacy-unit space (a dataset without ``unit_space`` is a space of its own)."""
 
     epsilon_per_period: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 50.0
     delta_per_period: Annotated[float, Field(ge=0, lt=1)] = 1e-6
@@ -122,6 +127,37 @@ class GlobalBudget(_Strict):
     def allowance(self) -> budget_service.Allowance:
         """The cap as the ledger checks it."""
         return budget_service.Allowance(self.epsilon_per_period, self.period, self.delta_per_period)
+
+
+class LongerCap(_Strict):
+    """A bound beyond the period cap: the most (epsilon, delta) all principals together may spend on a
+    unit space per year, or over the lifetime of the data. Without it the period cap renews every period
+    with no bound on the total."""
+
+    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    delta: Annotated[float, Field(ge=0, lt=1)] = 1e-5
+    period: Literal["year", "lifetime"] = "year"
+
+    def allowance(self) -> budget_service.Allowance:
+        return budget_service.Allowance(self.epsilon, self.period, self.delta)
+
+
+class UnitSpace(_Strict):
+    """Datasets whose privacy units are the same persons (or households, ...): a query on any of them
+    spends from one budget, because one person's privacy loss adds up over all of them."""
+
+    description: str = ""
+    global_budget: GlobalBudget = Field(default_factory=GlobalBudget)
+    longer_cap: LongerCap | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceBudget:
+    """The caps a query on a dataset is checked against: its unit space's period cap and, if set, the
+    longer cap; spends are summed over every dataset of the space."""
+
+    unit_space: str
+    caps: tuple[budget_service.Allowance, ...]
 
 
 class LDiversity(_Strict):
@@ -140,6 +176,8 @@ class DatasetSpec(_Strict):
     description: str = ""
     source: SourceSpec
     privacy_unit: str
+    unit_space: Annotated[str, Field(pattern=_NAME)] | None = None
+    """The privacy-unit space the dataset's units belong to (see ``UnitSpace``); none: its own."""
     max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
     actions: list[Action] = Field(default_factory=lambda: list[Action](["aggregate"]))
     global_budget: GlobalBudget = Field(default_factory=GlobalBudget)
@@ -183,6 +221,7 @@ class PersonRegister(_Strict):
 
 class Catalog(_Strict):
     gemeente: str | None = None
+    unit_spaces: dict[Annotated[str, Field(pattern=_NAME)], UnitSpace] = Field(default_factory=dict)
     datasets: dict[Annotated[str, Field(pattern=_NAME)], DatasetSpec]
     persons: PersonRegister | None = None
 
@@ -192,10 +231,38 @@ class Catalog(_Strict):
             dataset = self.datasets.get(self.persons.dataset)
             if dataset is None or self.persons.bsn not in dataset.columns:
                 raise ValueError("persons must name a dataset and one of its columns (the BSN)")
+        for name, dataset in self.datasets.items():
+            if name in self.unit_spaces:
+                raise ValueError(f"{name!r} names both a dataset and a unit space")
+            if dataset.unit_space is None:
+                continue
+            if dataset.unit_space not in self.unit_spaces:
+                raise ValueError(f"dataset {name!r}: unit_space {dataset.unit_space!r} is not in unit_spaces")
+            if "global_budget" in dataset.model_fields_set:
+                raise ValueError(
+                    f"dataset {name!r}: the cap of unit space {dataset.unit_space!r} is set under unit_spaces"
+                )
         return self
 
     def dataset(self, name: str) -> DatasetSpec | None:
         return self.datasets.get(name)
+
+    def unit_space_of(self, name: str) -> str:
+        """The unit space of a dataset: the one it names, or its own (named after it)."""
+        return self.datasets[name].unit_space or name
+
+    def space_budget(self, name: str) -> SpaceBudget:
+        dataset = self.datasets[name]
+        if dataset.unit_space is None:
+            return SpaceBudget(name, (dataset.global_budget.allowance(),))
+        space = self.unit_spaces[dataset.unit_space]
+        caps = [space.global_budget.allowance()]
+        if space.longer_cap is not None:
+            caps.append(space.longer_cap.allowance())
+        return SpaceBudget(dataset.unit_space, tuple(caps))
+
+    def datasets_in(self, unit_space: str) -> list[str]:
+        return sorted(name for name in self.datasets if self.unit_space_of(name) == unit_space)
 
 
 def _resolve(base: Path, raw: dict[str, object]) -> None:

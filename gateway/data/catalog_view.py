@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gateway.data.catalog import Catalog, ColumnSpec, DatasetSpec
+from gateway.data.catalog import Catalog, ColumnSpec, DatasetSpec, SpaceBudget
 from gateway.exceptions import DatasetNotFound
 from policies import budget as budget_service
 from policies import service as policy_service
@@ -60,15 +60,26 @@ def _column(name: str, dataset: DatasetSpec) -> dict[str, Any]:
     return view
 
 
-def describe(name: str, dataset: DatasetSpec, grants: list[Grant], *, detail: bool) -> dict[str, Any]:
+def _cap(cap: budget_service.Allowance) -> dict[str, Any]:
+    return {"epsilon_per_period": cap.epsilon, "delta_per_period": cap.delta, "period": cap.period}
+
+
+def describe(
+    name: str, dataset: DatasetSpec, grants: list[Grant], *, detail: bool, budget: SpaceBudget
+) -> dict[str, Any]:
+    """``budget`` is the dataset's unit space: its caps, not the dataset's own, are what a query is held
+    to when the dataset shares its persons with others."""
+    period_cap, *longer = budget.caps
     view: dict[str, Any] = {
         "name": name,
         "description": dataset.description,
         "privacy_unit": dataset.privacy_unit,
+        "unit_space": budget.unit_space,
         "max_contributions": dataset.max_contributions,
         "actions": sorted({grant.action for grant in grants}),
         "purposes": sorted({grant.purpose for grant in grants}),
-        "global_budget": dataset.global_budget.model_dump(),
+        "global_budget": _cap(period_cap),
+        "longer_cap": _cap(longer[0]) if longer else None,
     }
     if detail:
         view["columns"] = {column: _column(column, dataset) for column in dataset.columns}
@@ -89,37 +100,51 @@ def budgets(
     catalog: Catalog,
     now: datetime,
 ) -> list[dict[str, Any]]:
-    """Per dataset and aggregate grant: the caller's allowance, spent and remaining this period, and the
-    dataset's global cap."""
+    """Per unit space and aggregate grant: the space's datasets the caller may see, the caller's
+    allowance under the grant with what it spent and has left in the whole space this period, and each
+    of the space's caps. One space's entries show the same spends: they all draw on one budget."""
+    spaces: dict[str, set[str]] = defaultdict(set)
+    grants: dict[tuple[str, int], Grant] = {}
+    for name, held in visible.items():
+        space = catalog.unit_space_of(name)
+        spaces[space].add(name)
+        for grant in held:
+            if grant.action == "aggregate" and grant.epsilon_per_period is not None:
+                grants[(space, grant.id)] = grant
     entries = []
-    for name, grants in sorted(visible.items()):
-        cap = catalog.datasets[name].global_budget.allowance()
-        for grant in grants:
-            if grant.action != "aggregate" or grant.epsilon_per_period is None:
-                continue
-            state = budget_service.budget_state(session, grant, principal.id, name, now, cap)
-            entries.append(
-                {
-                    "dataset": name,
-                    "purpose": grant.purpose,
-                    "grant_id": grant.id,
-                    "legal_basis": grant.legal_basis,
-                    "period": budget_service.period_of(state.principal_allowance.period, now),
-                    "epsilon_per_period": state.principal_allowance.epsilon,
-                    "epsilon_spent": state.principal_spent,
-                    "epsilon_remaining": state.remaining,
-                    "delta_per_period": state.principal_allowance.delta,
-                    "delta_spent": state.principal_delta_spent,
-                    "delta_remaining": state.delta_remaining,
-                    "dataset_cap": {
+    for (space, _), grant in sorted(grants.items()):
+        datasets = sorted(spaces[space])
+        budget = catalog.space_budget(datasets[0])
+        state = budget_service.budget_state(
+            session, grant, principal_id=principal.id, unit_space=space, caps=budget.caps, now=now
+        )
+        entries.append(
+            {
+                "unit_space": space,
+                "datasets": datasets,
+                "dataset": grant.dataset,
+                "purpose": grant.purpose,
+                "grant_id": grant.id,
+                "legal_basis": grant.legal_basis,
+                "period": budget_service.period_of(state.principal_allowance.period, now),
+                "epsilon_per_period": state.principal_allowance.epsilon,
+                "epsilon_spent": state.principal_spent,
+                "epsilon_remaining": state.remaining,
+                "delta_per_period": state.principal_allowance.delta,
+                "delta_spent": state.principal_delta_spent,
+                "delta_remaining": state.delta_remaining,
+                "caps": [
+                    {
                         "period": budget_service.period_of(cap.period, now),
-                        "epsilon_per_period": cap.epsilon,
-                        "epsilon_spent": state.dataset_spent,
-                        "epsilon_remaining": state.dataset_remaining,
-                        "delta_per_period": cap.delta,
-                        "delta_spent": state.dataset_delta_spent,
-                        "delta_remaining": state.dataset_delta_remaining,
-                    },
-                }
-            )
+                        "epsilon_per_period": cap.allowance.epsilon,
+                        "epsilon_spent": cap.spent,
+                        "epsilon_remaining": cap.remaining,
+                        "delta_per_period": cap.allowance.delta,
+                        "delta_spent": cap.delta_spent,
+                        "delta_remaining": cap.delta_remaining,
+                    }
+                    for cap in state.caps
+                ],
+            }
+        )
     return entries

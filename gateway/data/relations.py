@@ -3,6 +3,8 @@ catalog's types, and quoting. Shared by the aggregate and the extract compilers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlglot import exp
 
 from gateway.data.catalog import DatasetSpec
@@ -54,12 +56,29 @@ def quoted_condition(condition: exp.Expression, dialect: str) -> str:
     return condition.copy().transform(quote).sql(dialect)
 
 
-def contributions_sql(dataset: DatasetSpec) -> str:
-    """The most rows any one privacy unit has in a file source, and how many rows have no unit."""
-    unit = ident(dataset.privacy_unit, "duckdb")
-    unit_type = SQL_TYPES[dataset.columns[dataset.privacy_unit].type]
-    return (
-        "SELECT coalesce(max(n) FILTER (WHERE u IS NOT NULL), 0), coalesce(sum(n) FILTER (WHERE u IS NULL), 0) "
-        f"FROM (SELECT u, count(*) AS n FROM (SELECT TRY_CAST({unit} AS {unit_type}) AS u "
-        f"FROM {source_relation(dataset, 'duckdb')}) GROUP BY u)"
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """What an aggregate statement reads, and what is already true of it."""
+
+    sql: str
+    """The relation as it appears after ``FROM``."""
+    dialect: str
+    typed: bool
+    """Its columns already have the catalog's types."""
+    bounded: bool
+    """Every row has a unit, and no unit more than ``max_contributions`` rows: the statement need not
+    bound contributions itself."""
+
+
+def raw_relation(dataset: DatasetSpec) -> Relation:
+    """The dataset's source as it is: a PostgreSQL table (typed by the database, checked against the
+    catalog) or, for tests and tools, a file read directly."""
+    dialect = source_dialect(dataset)
+    return Relation(
+        source_relation(dataset, dialect), dialect, typed=dataset.source.kind == "postgresql", bounded=False
     )
+
+
+def snapshot_relation(path: str) -> Relation:
+    """A verified snapshot (``gateway.data.snapshots``): typed and bounded at ingestion."""
+    return Relation(f"read_parquet({string_literal(path, 'duckdb')})", "duckdb", typed=True, bounded=True)

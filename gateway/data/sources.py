@@ -1,4 +1,7 @@
-"""Data sources. A source runs one compiled statement and returns the (small) aggregated result.
+"""Data sources. A source runs the statement it is handed and returns the (small) aggregated result.
+
+Aggregates over files read their verified snapshot (``gateway.data.snapshots``), never the file itself;
+extracts read the file (record-level, no differential privacy to protect).
 
 Files (Parquet, CSV) are read by an in-process DuckDB; PostgreSQL tables through SQLAlchemy, with the
 connection URL taken from the environment variable the catalog names. Errors never carry the source's
@@ -20,7 +23,8 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.data.catalog import DatasetSpec
-from gateway.data.relations import contributions_sql
+from gateway.data.relations import Relation, raw_relation, snapshot_relation
+from gateway.data.snapshots import SnapshotStore
 from gateway.exceptions import CatalogError, SourceUnavailable
 
 logger = logging.getLogger("datapoort.sources")
@@ -38,20 +42,6 @@ STATEMENT_TIMEOUT_MS = 60_000
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
 DEFAULT_EXTRACT_MEMORY_LIMIT = "32MB"
-
-
-_Fingerprint = tuple[str, int, int, int, int, int]
-
-
-def _fingerprint(path: str) -> _Fingerprint | None:
-    """A file's version: path, device, inode, size, modification and change time. The change time
-    cannot be set by a user (writing, ``touch -d`` and ``utime`` all move it to now), and replacing the
-    file by a rename gives a new inode, so a same-size, same-mtime replacement is still seen."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return (path, status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 class DuckDBSource:
@@ -153,6 +143,15 @@ class PostgresSource:
         with self._lock:
             self._checked.add(name)
 
+    def ping(self) -> None:
+        """A database that does not answer is refused before anything is spent."""
+        try:
+            with self._engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            logger.error("data source failed: %s", type(exc).__name__)
+            raise SourceUnavailable("the data source could not answer this query") from exc
+
     def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
         try:
             with self._engine.connect() as connection:
@@ -196,6 +195,7 @@ class Sources:
         duckdb_temp_directory: str | None = None,
         extract_memory_limit: str = DEFAULT_EXTRACT_MEMORY_LIMIT,
         extract_threads: int = 1,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.duckdb = DuckDBSource(memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory)
         # Extracts put each batch in pseudonym order anyway, so the source's order need not be kept.
@@ -207,63 +207,34 @@ class Sources:
         )
         self._postgres: dict[str, PostgresSource] = {}
         self._lock = threading.Lock()
-        self._within_bounds: dict[str, tuple[_Fingerprint, bool]] = {}
+        self.snapshots = snapshots
 
-    def needs_bounding(self, name: str, dataset: DatasetSpec) -> bool:
-        """Whether the source may hold a unit with more than ``max_contributions`` rows (or a row without
-        a unit).
-
-        A file is checked once per version; a database table can change between any two queries, so it
-        is always bounded. Skipping the bounding step where it would remove nothing changes no answer.
-        What it can change is a query's running time, which tells whether the file as a whole holds such
-        a unit: one bit about the file, fixed until it changes, that the operator declared anyway by
-        setting ``max_contributions`` (and one bit: whether every row has a unit).
-        """
-        return self._verified(name, dataset) is None
-
-    def _verified(self, name: str, dataset: DatasetSpec) -> _Fingerprint | None:
-        """The fingerprint of the file version verified to need no bounding, or ``None``."""
-        if dataset.source.kind == "postgresql" or dataset.source.path is None:
-            return None
-        before = _fingerprint(dataset.source.path)
-        if before is None:
-            return None  # the query itself will report the missing file
-        cached = self._within_bounds.get(name)
-        if cached is not None and cached[0] == before:
-            return before if cached[1] else None
-        try:
-            most, without_unit = (int(value) for value in self.duckdb.fetch_all(contributions_sql(dataset))[0])
-        except SourceUnavailable:
-            return None
-        if _fingerprint(dataset.source.path) != before:
-            return None  # changed while it was being checked: check again next time
-        within = most <= dataset.max_contributions and without_unit == 0
-        with self._lock:
-            self._within_bounds[name] = (before, within)
-        return before if within else None
+    def relation_for(self, name: str, dataset: DatasetSpec) -> Relation:
+        """What an aggregate on the dataset reads, checked now, before any budget is reserved, for what
+        does not depend on the data: a file's verified snapshot must be there (ingested, the size its
+        manifest says), a database must answer and its table have the catalog's column types."""
+        if dataset.source.kind == "postgresql":
+            source = self._postgres_for(dataset)
+            source.check_columns(name, dataset)
+            source.ping()
+            return raw_relation(dataset)
+        snapshot = self.snapshots.current(name) if self.snapshots is not None else None
+        if snapshot is None:
+            raise SourceUnavailable(f"dataset {name!r} has no verified snapshot; the operator must ingest it")
+        return snapshot_relation(str(snapshot.path))
 
     def check_ready(self, name: str, dataset: DatasetSpec) -> None:
-        """Fail now, before any budget is reserved, for what does not depend on the data: a database
-        source without its URL, or a table whose column types disagree with the catalog."""
+        """For extracts, which read the source itself: a database source without its URL, or a table
+        whose column types disagree with the catalog, fails now."""
         if dataset.source.kind == "postgresql":
             self._postgres_for(dataset).check_columns(name, dataset)
 
-    def run(self, name: str, dataset: DatasetSpec, sql: str, *, unbounded: str | None = None) -> list[tuple[Any, ...]]:
-        """Run an aggregate statement (``sql``, with contributions bounded), or its ``unbounded`` form for a
-        file verified to need no bounding.
-
-        The file's version is compared again after the read: if it changed meanwhile, what was read may
-        hold a unit beyond ``max_contributions``, so the result is thrown away and the bounded form runs.
-        """
+    def run(self, name: str, dataset: DatasetSpec, sql: str) -> list[tuple[Any, ...]]:
+        """Run an aggregate statement compiled for ``relation_for``'s relation."""
         if dataset.source.kind == "postgresql":
             source = self._postgres_for(dataset)
             source.check_columns(name, dataset)
             return source.fetch_all(sql)
-        verified = self._verified(name, dataset) if unbounded is not None else None
-        if verified is not None and unbounded is not None:
-            rows = self.duckdb.fetch_all(unbounded)
-            if _fingerprint(dataset.source.path or "") == verified:
-                return rows
         return self.duckdb.fetch_all(sql)
 
     def stream(

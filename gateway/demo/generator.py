@@ -308,6 +308,7 @@ def _record_dataset(
         "description": description,
         "source": {"kind": "parquet", "path": f"{name}.parquet"},
         "privacy_unit": "person_id",
+        "unit_space": "person",
         "max_contributions": max_contributions,
         "actions": ["aggregate", "export"] if exports else ["aggregate"],
         "columns": {
@@ -331,11 +332,21 @@ def _catalog(geo: Geography) -> dict[str, Any]:
         "gemeente": f"{GEMEENTE_NAME} ({GEMEENTE_CODE})",
         # Where an inzageverzoek's BSN is found: person_id is what every dataset calls a person.
         "persons": {"dataset": "residents", "bsn": "bsn"},
+        # Every dataset's privacy unit is a resident (person_id): one person's loss adds up over all of
+        # them, so they share one budget and one cap, and the cap renews only up to a yearly bound.
+        "unit_spaces": {
+            "person": {
+                "description": "Ingezetenen van Voorbeeldstad: elke dataset met person_id als privacy unit",
+                "global_budget": {"epsilon_per_period": 50.0, "delta_per_period": 1e-6, "period": "month"},
+                "longer_cap": {"epsilon": 200.0, "delta": 1e-5, "period": "year"},
+            }
+        },
         "datasets": {
             "residents": {
                 "description": "Ingezetenen van Voorbeeldstad (BRP-uittreksel, synthetisch)",
                 "source": {"kind": "parquet", "path": "residents.parquet"},
                 "privacy_unit": "person_id",
+                "unit_space": "person",
                 "max_contributions": 1,
                 "actions": ["aggregate", "export"],
                 "columns": {
@@ -392,6 +403,7 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                 "description": "Woninginbraken (incl. pogingen) per buurt; privacy unit is het slachtoffer",
                 "source": {"kind": "parquet", "path": "woninginbraak.parquet"},
                 "privacy_unit": "person_id",
+                "unit_space": "person",
                 "max_contributions": 2,
                 "actions": ["aggregate"],
                 "columns": {

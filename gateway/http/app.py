@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,17 +10,24 @@ from fastapi import FastAPI
 
 from gateway import __version__
 from gateway.data.catalog import load_catalog
+from gateway.data.ingestion import ingest_catalog
+from gateway.data.snapshots import SnapshotStore
 from gateway.data.sources import Sources
+from gateway.exceptions import GatewayError
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.routers import admin, audit, catalog, extract, health, query
 from gateway.keys.audit_signing import checkpoint_policy
 from gateway.keys.identity_provider import TokenAuthority
 from gateway.keys.pseudonym_secrets import load_master_secrets
+from gateway.keys.snapshot_seed import load_or_create_seed
 from gateway.settings import Settings
 from gateway.state import GatewayState
 from gateway.store.database import create_state_engine, session_factory
+from policies import budget as budget_service
 from policies.enforcer import PolicyEngine
+
+logger = logging.getLogger("datapoort.app")
 
 
 def build_state(settings: Settings) -> GatewayState:
@@ -39,8 +47,40 @@ def build_state(settings: Settings) -> GatewayState:
             duckdb_temp_directory=str(settings.data_dir / "duckdb-spill"),
             extract_memory_limit=settings.extract_duckdb_memory_limit,
             extract_threads=settings.extract_duckdb_threads,
+            snapshots=snapshot_store(settings),
         ),
     )
+
+
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    return SnapshotStore(
+        settings.snapshot_dir,
+        load_or_create_seed(settings.snapshot_seed_file),
+        memory_limit=settings.duckdb_memory_limit,
+        temp_directory=str(settings.data_dir / "duckdb-spill"),
+    )
+
+
+def _check_tables(state: GatewayState) -> None:
+    """A PostgreSQL table's column types are checked against the catalog at start (and again, once,
+    before its first query, if the database was not reachable now)."""
+    for name, dataset in state.catalog.datasets.items():
+        if dataset.source.kind == "postgresql" and "aggregate" in dataset.actions:
+            try:
+                state.sources.relation_for(name, dataset)
+            except GatewayError as exc:
+                logger.error("dataset %s is not ready: %s", name, exc.message)
+
+
+def _assign_unit_spaces(state: GatewayState) -> None:
+    """Spends recorded before their dataset joined a unit space count in it from now on: an upgrade (or a
+    dataset newly put in a space) hands out no fresh budget."""
+    spaces = {name: state.catalog.unit_space_of(name) for name in state.catalog.datasets}
+    with state.sessions() as session:
+        moved = budget_service.assign_unit_spaces(session, spaces)
+        session.commit()
+    if moved:
+        logger.info("%d earlier spends now count in their dataset's unit space", moved)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,9 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
-        for name, dataset in state.catalog.datasets.items():
-            if "aggregate" in dataset.actions:  # check each file once, before the first query
-                state.sources.needs_bounding(name, dataset)
+        if state.sources.snapshots is not None:  # files new or changed since the last start
+            ingest_catalog(
+                state.sources.snapshots,
+                state.catalog,
+                state.sessions,
+                actor="system:ingest",
+                instance=settings.instance,
+            )
+        _check_tables(state)
+        _assign_unit_spaces(state)
         app.state.gateway = state
         app.state.sessions = state.sessions
         try:

@@ -9,6 +9,9 @@ The statement does everything that needs raw rows, so no row ever reaches Python
 1. filter with the plan's condition;
 2. bound contributions: keep at most ``max_contributions`` rows per privacy unit, picked uniformly at
    random (``row_number() OVER (PARTITION BY unit ORDER BY random())``), never by a data-dependent order;
+
+(steps 0 and 2 were done once, at ingestion, for a file's verified snapshot: see
+``gateway.data.snapshots``; a PostgreSQL table, which changes under the gateway, gets them every time);
 3. group and compute the exact integer statistics of ``statistics.py`` (and, for a quantile, group by
    the value's bucket on the public candidate grid as well);
 4. keep only groups whose keys are public (so the released key set does not depend on the data); a
@@ -23,10 +26,10 @@ from sqlglot import exp
 
 from gateway.data.catalog import DatasetSpec
 from gateway.data.relations import (
+    Relation,
     ident,
     quoted_condition,
-    source_dialect,
-    source_relation,
+    raw_relation,
     string_literal,
     typed_projection,
 )
@@ -52,9 +55,6 @@ class CompiledQuery:
     """The statement and how to read its rows: group values, then the bucket (if any), then statistics."""
 
     sql: str
-    """With contributions bounded: always correct."""
-    sql_unbounded: str | None
-    """Without the bounding step, for a file verified to need none; ``None`` for database tables."""
     group_width: int
     statistics: tuple[Statistic, ...]
     grid: QuantileGrid | None
@@ -92,18 +92,24 @@ def _bucket_sql(grid: QuantileGrid, dialect: str) -> str:
 
 
 def compile_statistics(
-    plan: QueryPlan, dataset: DatasetSpec, aggregates: tuple[AggregatePlan, ...], *, select_keys: bool = False
+    plan: QueryPlan,
+    dataset: DatasetSpec,
+    aggregates: tuple[AggregatePlan, ...],
+    *,
+    select_keys: bool = False,
+    relation: Relation | None = None,
 ) -> CompiledQuery:
     """One statement computing every statistic per group (and per quantile bucket, if any).
 
     ``select_keys`` adds the per-group row count that partition selection needs (when not already
     computed), for plans grouping by a column without public keys.
 
-    For a file source a second form without step 2 comes along (``sql_unbounded``), for when the file
-    is known to hold no unit with more than ``max_contributions`` rows and no row without a unit (see
-    ``Sources.run``): there step 2 and the unit test remove nothing, so the statistics, and everything
-    released from them, are the same."""
-    dialect = source_dialect(dataset)
+    ``relation`` is what the statement reads: a file's verified snapshot (typed and bounded at
+    ingestion, so the statement leaves out steps 0 and 2) or, by default, the source itself (a
+    PostgreSQL table, which can change under the gateway, is always bounded here). Either way one plan
+    compiles to one statement, whatever the data holds."""
+    relation = relation or raw_relation(dataset)
+    dialect = relation.dialect
     statistics = distinct_statistics(aggregates)
     if select_keys and ROWS not in statistics:
         statistics = (*statistics, ROWS)
@@ -112,12 +118,7 @@ def compile_statistics(
     counted = {aggregate.column for aggregate in plan.aggregates if aggregate.column is not None}
     used = set(plan.group_by) | counted | _condition_columns(plan.where)
 
-    def projection(names: set[str]) -> str:
-        return typed_projection(dataset, names, dialect)
-
     condition = [f"({quoted_condition(plan.where, dialect)})"] if plan.where is not None else []
-    row_filters = [f"{unit} IS NOT NULL", *condition]
-
     outputs = [f"CAST({ident(name, dialect)} AS VARCHAR) AS {ident(name, dialect)}" for name in plan.group_by]
     if grid is not None:
         outputs.append(f"{_bucket_sql(grid, dialect)} AS {BUCKET}")
@@ -126,33 +127,36 @@ def compile_statistics(
     group_clause = f"\n    GROUP BY {', '.join(str(index + 1) for index in range(positions))}" if positions else ""
     keep_public = _public_keys_only(plan, dataset, dialect)
 
-    def statement(bound: bool) -> str:
-        # Unbounded runs only on a file verified to hold no row without a unit (``Sources.run``): there
-        # the unit column is neither read nor tested, which changes nothing but the time it takes.
-        names = used | {dataset.privacy_unit} if bound else used or {dataset.privacy_unit}
-        ctes = [f"typed AS (\n    SELECT {projection(names)}\n    FROM {source_relation(dataset, dialect)}\n)"]
-        if bound:
-            # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
-            ctes.append(
-                f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM typed\n"
-                f"    WHERE {' AND '.join(row_filters)}\n)"
-            )
-            ctes.append(
-                "bounded AS (\n"
-                f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
-                "    FROM shuffled\n)"
-            )
-            rows, row_where = "bounded", f"{_ROW_NUMBER} <= {dataset.max_contributions}"
-        else:
-            rows, row_where = "typed", " AND ".join(condition) or "TRUE"
-        ctes.append(
-            f"grouped AS (\n    SELECT {', '.join(outputs)}\n    FROM {rows}\n    WHERE {row_where}{group_clause}\n)"
+    if relation.bounded:
+        names = used or {dataset.privacy_unit}
+        columns = ", ".join(ident(name, dialect) for name in sorted(names))
+        ctes = [f"typed AS (\n    SELECT {columns}\n    FROM {relation.sql}\n)"]
+        rows, row_where = "typed", " AND ".join(condition) or "TRUE"
+    else:
+        names = used | {dataset.privacy_unit}
+        projection = (
+            ", ".join(ident(name, dialect) for name in sorted(names))
+            if relation.typed
+            else typed_projection(dataset, names, dialect)
         )
-        return "WITH " + ", ".join(ctes) + "\nSELECT grouped.* FROM grouped" + keep_public
-
+        ctes = [f"typed AS (\n    SELECT {projection}\n    FROM {relation.sql}\n)"]
+        # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
+        row_filters = [f"{unit} IS NOT NULL", *condition]
+        ctes.append(
+            f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM typed\n"
+            f"    WHERE {' AND '.join(row_filters)}\n)"
+        )
+        ctes.append(
+            "bounded AS (\n"
+            f"    SELECT *, row_number() OVER (PARTITION BY {unit} ORDER BY {_SHUFFLE}) AS {_ROW_NUMBER}\n"
+            "    FROM shuffled\n)"
+        )
+        rows, row_where = "bounded", f"{_ROW_NUMBER} <= {dataset.max_contributions}"
+    ctes.append(
+        f"grouped AS (\n    SELECT {', '.join(outputs)}\n    FROM {rows}\n    WHERE {row_where}{group_clause}\n)"
+    )
     return CompiledQuery(
-        sql=statement(bound=True),
-        sql_unbounded=statement(bound=False) if dialect == "duckdb" else None,
+        sql="WITH " + ", ".join(ctes) + "\nSELECT grouped.* FROM grouped" + keep_public,
         group_width=len(plan.group_by),
         statistics=statistics,
         grid=grid,

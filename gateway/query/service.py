@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from anonymization import InvalidPrivacyParameter, KeySelection
-from gateway.data.catalog import Catalog, DatasetSpec
+from gateway.data.catalog import Catalog, DatasetSpec, SpaceBudget
+from gateway.data.relations import Relation
 from gateway.data.sources import Sources
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
 from gateway.query.compile import ROWS, CompiledQuery, compile_statistics
@@ -68,6 +69,8 @@ class PreparedQuery:
     plan: QueryPlan
     dataset: DatasetSpec
     grant: Grant
+    budget: SpaceBudget
+    """The dataset's unit space and its caps: what the query is charged against."""
     compiled: CompiledQuery
     mechanisms: tuple[AggregateMechanisms, ...]
     """One per aggregate, in plan order; built (and so priced) before the data is read."""
@@ -124,13 +127,28 @@ def prepare(
     now: datetime,
     accuracy: AccuracyTarget | None = None,
     delta: float | None = None,
+    sources: Sources | None = None,
+    budget: SpaceBudget,
 ) -> PreparedQuery:
+    """``sources``, when given, says what the statement reads (a file's verified snapshot) and refuses,
+    after authorisation and before anything is spent, a dataset whose source is not ready."""
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
     grant = policy_service.authorize(
         session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now
     )
     validate_plan(plan, dataset)
-    return build_release(plan, dataset, grant, epsilon=epsilon, accuracy=accuracy, limits=limits, delta=delta)
+    relation = sources.relation_for(plan.dataset, dataset) if sources is not None else None
+    return build_release(
+        plan,
+        dataset,
+        grant,
+        epsilon=epsilon,
+        accuracy=accuracy,
+        limits=limits,
+        delta=delta,
+        relation=relation,
+        budget=budget,
+    )
 
 
 def build_release(
@@ -142,6 +160,8 @@ def build_release(
     limits: QueryLimits,
     accuracy: AccuracyTarget | None = None,
     delta: float | None = None,
+    relation: Relation | None = None,
+    budget: SpaceBudget,
 ) -> PreparedQuery:
     """Everything a validated plan needs before the data is read: statistics, mechanisms (and so the
     price), and the compiled statement. Touches neither the state database nor the source."""
@@ -195,7 +215,8 @@ def build_release(
         plan=plan,
         dataset=dataset,
         grant=grant,
-        compiled=compile_statistics(plan, dataset, aggregate_plans, select_keys=select_keys),
+        budget=budget,
+        compiled=compile_statistics(plan, dataset, aggregate_plans, select_keys=select_keys, relation=relation),
         mechanisms=mechanisms,
         group_keys=group_keys,
         selection=selection,
@@ -256,15 +277,25 @@ def _sortable(value: Any) -> tuple[bool, Any]:
 
 
 def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
-    """Run the pushed-down statement and release every aggregate through its mechanisms.
+    """Run the pushed-down statement and release every aggregate through its mechanisms."""
+    return release(prepared, read(prepared, sources))
+
+
+def read(prepared: PreparedQuery, sources: Sources) -> list[tuple[Any, ...]]:
+    """The exact statistics per group, from the source: the only step that touches the data."""
+    return sources.run(prepared.plan.dataset, prepared.dataset, prepared.compiled.sql)
+
+
+def release(prepared: PreparedQuery, rows: list[tuple[Any, ...]]) -> QueryAnswer:
+    """Add noise to the exact statistics and release them (with the selected groups, their order and
+    limit, and per-value accuracies). Each call draws fresh noise: the privacy audit calls this many
+    times on one read.
 
     With public keys, groups with no rows come back from the source as absent and are released from
     noisy zeros, so the presence of a group in the answer says nothing about the data. Without them,
     only groups that pass partition selection are released.
     """
     plan = prepared.plan
-    compiled = prepared.compiled
-    rows = sources.run(plan.dataset, prepared.dataset, compiled.sql, unbounded=compiled.sql_unbounded)
     group_keys = _select_groups(prepared, rows) if prepared.selection is not None else prepared.group_keys
     if not group_keys:
         # Nothing passed the threshold: no vector to add noise to, and nothing to release but the shape.
@@ -303,19 +334,21 @@ def reserve(
     *,
     request_id: str,
     now: datetime,
-) -> tuple[int, float]:
+) -> tuple[int, budget_service.BudgetState]:
     """Reserve the query's (epsilon, delta) under the ledger's lock, before the source is read; return
-    the ledger entry and the epsilon left this period. The caller commits it before reading."""
+    the ledger entry and what is left in the unit space once it counts. The caller commits it before
+    reading."""
     return budget_service.reserve(
         session,
         prepared.grant,
         principal_id=principal.id,
         dataset=prepared.plan.dataset,
+        unit_space=prepared.budget.unit_space,
+        caps=prepared.budget.caps,
         epsilon=prepared.epsilon,
         delta=prepared.delta,
         request_id=request_id,
         now=now,
-        cap=prepared.dataset.global_budget.allowance(),
     )
 
 
@@ -369,8 +402,11 @@ def mechanism_report(prepared: PreparedQuery) -> dict[str, dict[str, Any]]:
     return reports
 
 
-def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: float, now: datetime) -> dict[str, Any]:
-    """The privacy part of an answer: what was spent, how, and what is left."""
+def privacy_report(
+    prepared: PreparedQuery, answer: QueryAnswer, remaining: budget_service.BudgetState, now: datetime
+) -> dict[str, Any]:
+    """The privacy part of an answer: what was spent, how, and what is left in the unit space (for the
+    caller, and under each of the space's caps)."""
     grant = prepared.grant
     period = budget_service.period_of(grant.budget_period, now) if grant.budget_period else None
     report: dict[str, Any] = {
@@ -382,9 +418,19 @@ def privacy_report(prepared: PreparedQuery, answer: QueryAnswer, remaining: floa
         "confidence": prepared.confidence,
         "aggregates": answer.reports,
         "budget": {
+            "unit_space": prepared.budget.unit_space,
             "period": period,
             "epsilon_per_period": grant.epsilon_per_period,
-            "epsilon_remaining": remaining,
+            "epsilon_remaining": remaining.remaining,
+            "delta_remaining": remaining.delta_remaining,
+            "caps": [
+                {
+                    "period": budget_service.period_of(cap.period, now),
+                    "epsilon_remaining": cap.remaining,
+                    "delta_remaining": cap.delta_remaining,
+                }
+                for cap in remaining.caps
+            ],
         },
         "legal_basis": grant.legal_basis,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from audit.models import AuditEvent
+from gateway.data.catalog import load_catalog
+from gateway.data.ingestion import snapshot_datasets
 from gateway.demo import setup
-from gateway.http.app import create_app
+from gateway.http.app import create_app, snapshot_store
 from gateway.keys.pseudonym_secrets import add_version
-from gateway.settings import DEFAULT_PSEUDONYM_KEYS, Settings
+from gateway.settings import DEFAULT_PSEUDONYM_KEYS, DEFAULT_SNAPSHOT_SEED, Settings
 from gateway.store.database import create_state_engine, session_factory
 from gateway.store.migrate import upgrade
 from policies.models import BudgetSpend
@@ -68,11 +71,25 @@ class Api:
             )
 
 
+@pytest.fixture(scope="session")
+def demo_snapshots(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's verified snapshots and their seed, ingested once per test session: each ``api``
+    gets a copy (so a test may break its own), and its start finds them current."""
+    directory = tmp_path_factory.mktemp("demo-snapshots")
+    settings = Settings(data_dir=directory, catalog=demo_dir / "catalog.yaml", _env_file=None)  # type: ignore[call-arg]
+    store = snapshot_store(settings)
+    for name in snapshot_datasets(load_catalog(settings.catalog_path)):
+        store.ensure(name, load_catalog(settings.catalog_path).datasets[name])
+    return directory
+
+
 @pytest.fixture
-def api(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[Api]:
+def api(state_db_url: str, demo_dir: Path, demo_snapshots: Path, tmp_path: Path) -> Iterator[Api]:
     settings = Settings(
         data_dir=tmp_path, database_url=state_db_url, catalog=demo_dir / "catalog.yaml", instance="test"
     )
+    shutil.copytree(demo_snapshots / "snapshots", settings.snapshot_dir)
+    shutil.copy2(demo_snapshots / DEFAULT_SNAPSHOT_SEED, settings.snapshot_seed_file)
     engine = create_state_engine(state_db_url)
     upgrade(engine)
     keys = setup.provision(session_factory(engine), tmp_path, instance="test")

@@ -150,7 +150,7 @@ def export_events(
 @router.get(
     "/budget",
     responses=_REFUSALS,
-    summary="Privacy budget used per principal, dataset and period",
+    summary="Privacy budget used per principal, unit space, dataset and period",
     dependencies=[Depends(audited_as("audit:read"))],
 )
 def budget_use(
@@ -161,11 +161,16 @@ def budget_use(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     principal_id: Name = None,
+    unit_space: Name = None,
     dataset: Name = None,
 ) -> Response:
     oversee(session, state, principal, audit)
-    audit.event.query = f"budget use since={since} until={until} principal_id={principal_id} dataset={dataset}"
-    rows = budget_service.usage(session, since=since, until=until, principal_id=principal_id, dataset=dataset)
+    audit.event.query = (
+        f"budget use since={since} until={until} principal_id={principal_id} unit_space={unit_space} dataset={dataset}"
+    )
+    rows = budget_service.usage(
+        session, since=since, until=until, principal_id=principal_id, unit_space=unit_space, dataset=dataset
+    )
     return respond(session, audit, {"budget_use": rows}, rows_released=len(rows))
 
 

@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 def list_datasets(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
     visible = catalog_view.visible_grants(session, state.policy_engine, principal, state.catalog, audit.started_at)
     datasets = [
-        catalog_view.describe(name, state.catalog.datasets[name], grants, detail=False)
+        catalog_view.describe(
+            name, state.catalog.datasets[name], grants, detail=False, budget=state.catalog.space_budget(name)
+        )
         for name, grants in sorted(visible.items())
     ]
     return respond(session, audit, {"datasets": datasets}, rows_released=len(datasets))
@@ -33,12 +35,13 @@ def get_dataset(name: str, principal: PrincipalDep, session: SessionDep, state: 
     audit.event.dataset = name[:128]
     visible = catalog_view.visible_grants(session, state.policy_engine, principal, state.catalog, audit.started_at)
     dataset, grants = catalog_view.dataset_or_404(visible, state.catalog, name)
-    return respond(session, audit, catalog_view.describe(name, dataset, grants, detail=True), rows_released=1)
+    view = catalog_view.describe(name, dataset, grants, detail=True, budget=state.catalog.space_budget(name))
+    return respond(session, audit, view, rows_released=1)
 
 
 @router.get(
     "/budget",
-    summary="Your privacy budgets: allowance, spent and remaining this period, per dataset",
+    summary="Your privacy budgets per unit space: allowance, spent and remaining this period, and the space's caps",
     dependencies=[Depends(audited_as("budget:read"))],
 )
 def get_budget(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:

@@ -133,6 +133,8 @@ def _plan_and_price(
         ),
         now=audit.started_at,
         delta=body.delta,
+        sources=state.sources,  # a source that is not ready is refused here: before anything is spent
+        budget=state.catalog.space_budget(plan.dataset),
     )
     audit.event.legal_basis = prepared.grant.legal_basis
     return prepared
@@ -150,11 +152,10 @@ def run_query(
 ) -> Response:
     # The budget is checked once, under the lock, by the reservation below (still before any read).
     prepared = _prepare(body, principal, session, state, audit)
-    state.sources.check_ready(prepared.plan.dataset, prepared.dataset)
     # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
     # lock is held while the source computes, and concurrent queries cannot together pass the budget,
     # whatever happens to them after the read.
-    spend_id, remaining = query_service.reserve(
+    spend_id, budget_after = query_service.reserve(
         session, prepared, principal, request_id=audit.request_id, now=audit.started_at
     )
     session.commit()
@@ -178,7 +179,7 @@ def run_query(
     payload = {
         "columns": answer.columns,
         "rows": answer.rows,
-        "privacy": query_service.privacy_report(prepared, answer, remaining, audit.started_at),
+        "privacy": query_service.privacy_report(prepared, answer, budget_after, audit.started_at),
         "request_id": audit.request_id,
     }
     try:
@@ -211,11 +212,18 @@ def estimate_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
     prepared = _prepare(body, principal, session, state, audit)
-    cap = prepared.dataset.global_budget.allowance()
-    dataset, now = prepared.plan.dataset, audit.started_at
+    space = prepared.budget
     try:
         remaining = budget_service.check_affordable(
-            session, prepared.grant, principal.id, dataset, prepared.epsilon, now, cap, delta=prepared.delta
+            session,
+            prepared.grant,
+            principal_id=principal.id,
+            dataset=prepared.plan.dataset,
+            unit_space=space.unit_space,
+            caps=space.caps,
+            epsilon=prepared.epsilon,
+            now=audit.started_at,
+            delta=prepared.delta,
         )
         affordable = True
     except BudgetExhausted as refused:
@@ -226,7 +234,7 @@ def estimate_query(
         "confidence": prepared.confidence,
         "aggregates": query_service.mechanism_report(prepared),
         "group_selection": query_service.selection_report(prepared),
-        "budget": {"epsilon_remaining": remaining, "affordable": affordable},
+        "budget": {"unit_space": space.unit_space, "epsilon_remaining": remaining, "affordable": affordable},
         "request_id": audit.request_id,
     }
     return respond(session, audit, payload)

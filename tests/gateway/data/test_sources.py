@@ -135,7 +135,7 @@ def _exact_rows(
     compiled = compile_statistics(plan, dataset, plan_statistics(plan, dataset), select_keys=select_keys)
     return sorted(
         tuple(int(v) if not isinstance(v, str) and v is not None else v for v in row)
-        for row in sources.run(name, dataset, compiled.sql, unbounded=compiled.sql_unbounded)
+        for row in sources.run(name, dataset, compiled.sql)
     )
 
 
@@ -219,6 +219,7 @@ def test_a_null_group_from_partition_selection_sorts_first_instead_of_failing(tm
         Grant(budget_period="month", epsilon_per_period=10.0, legal_basis="public_task"),
         epsilon=2.0,
         limits=query_service.QueryLimits(default_epsilon=1.0, max_epsilon=2.0, max_groups=100),
+        budget=catalog.space_budget(plan.dataset),
     )
     assert prepared.selection is not None
 

@@ -216,7 +216,7 @@ def test_the_budget_view_follows_the_ledger(api: Api) -> None:
     residents = next(entry for entry in budgets if entry["dataset"] == "residents")
     assert residents["epsilon_spent"] == pytest.approx(0.75)
     assert residents["epsilon_remaining"] == pytest.approx(10 - 0.75)
-    assert residents["dataset_cap"]["epsilon_spent"] == pytest.approx(0.75)
+    assert residents["caps"][0]["epsilon_spent"] == pytest.approx(0.75)
     assert api.events()[-1].action == "budget:read"
 
 
