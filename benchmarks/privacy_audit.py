@@ -65,6 +65,8 @@ datasets:
       amount: {{type: integer, kind: sensitive, lower: 0, upper: {UPPER}, quantile_candidates: 101}}
 """
 MAX_CANDIDATES = 400
+CHOICE_STRICTNESS = 1e-4
+"""The test is chosen on the first half at ``alpha * CHOICE_STRICTNESS``."""
 """Thresholds tried on the first half of the samples."""
 ABSENT = -1e12
 """The output of a selection query whose group was not released."""
@@ -224,7 +226,9 @@ def epsilon_lower_bound(d: np.ndarray, d_prime: np.ndarray, *, delta: float, alp
                 )
                 if high[0] <= low[0]:
                     continue
-                score = _bound(*high, *low, delta=delta, alpha=alpha)
+                # Chosen at a far stricter confidence than it is evaluated at: that prefers tests with
+                # enough mass, not a far tail whose few hits happened to split well on this half.
+                score = _bound(*high, *low, delta=delta, alpha=alpha * CHOICE_STRICTNESS)
                 if score > best[0]:
                     best = (score, float(threshold), above, favours_prime)
     _, threshold, above, favours_prime = best
@@ -353,40 +357,40 @@ def gateway_on(directory: Path) -> Iterator[Callable[[dict[str, Any]], Any]]:
 
 
 def side_channels(root: Path, *, requests: int, persons: int = 300) -> list[SideChannels]:
+    """Each D' beside a gateway on D of its own, started alike and asked alike (the same history of
+    requests, so the state database of neither has more to read)."""
     base = base_rows(persons, 5)
-    datasets = {
-        "D": base,
+    neighbours = {
         "malformed_record": [*base[:10], 'victim,"A,H1,50', "victim,A,H1,50,surplus", *base[10:]],
         "more_rows_than_allowed": base + victim_rows(MAX_CONTRIBUTIONS + 1),
     }
-    for name, rows in datasets.items():
-        write_dataset(root / f"http-{name}", rows)
     results = []
-    with gateway_on(root / "http-D") as ask_d:
-        for pair in ("malformed_record", "more_rows_than_allowed"):
-            with gateway_on(root / f"http-{pair}") as ask_d_prime:
-                same = all(_outcome(ask_d(body)) == _outcome(ask_d_prime(body)) for body in SIDE_CHANNEL_QUERIES)
-                timed = SIDE_CHANNEL_QUERIES[0]
-                for _ in range(5):  # warm both: plans, file metadata, pages
-                    ask_d(timed), ask_d_prime(timed)
-                times: dict[str, list[float]] = {"D": [], pair: []}
-                for index in range(2 * requests):  # interleaved, alternating who goes first
-                    order = (("D", ask_d), (pair, ask_d_prime)) if index % 2 else ((pair, ask_d_prime), ("D", ask_d))
-                    for name, ask in order:
-                        start = time.perf_counter()
-                        response = ask(timed)
-                        times[name].append((time.perf_counter() - start) * 1000)
-                        same = same and response.status_code == 200
-                test = stats.ks_2samp(times["D"], times[pair])
-                results.append(
-                    SideChannels(
-                        pair=pair,
-                        same_outcomes=same,
-                        median_ms_d=statistics.median(times["D"]),
-                        median_ms_d_prime=statistics.median(times[pair]),
-                        ks_p_value=float(test.pvalue),
-                    )
+    for pair, rows in neighbours.items():
+        write_dataset(root / f"http-{pair}-D", base)
+        write_dataset(root / f"http-{pair}", rows)
+        with gateway_on(root / f"http-{pair}-D") as ask_d, gateway_on(root / f"http-{pair}") as ask_d_prime:
+            same = all(_outcome(ask_d(body)) == _outcome(ask_d_prime(body)) for body in SIDE_CHANNEL_QUERIES)
+            timed = SIDE_CHANNEL_QUERIES[0]
+            for _ in range(5):  # warm both: plans, file metadata, pages
+                ask_d(timed), ask_d_prime(timed)
+            times: dict[str, list[float]] = {"D": [], pair: []}
+            for index in range(requests):  # interleaved, alternating who goes first
+                order = (("D", ask_d), (pair, ask_d_prime)) if index % 2 else ((pair, ask_d_prime), ("D", ask_d))
+                for name, ask in order:
+                    start = time.perf_counter()
+                    response = ask(timed)
+                    times[name].append((time.perf_counter() - start) * 1000)
+                    same = same and response.status_code == 200
+            test = stats.ks_2samp(times["D"], times[pair])
+            results.append(
+                SideChannels(
+                    pair=pair,
+                    same_outcomes=same,
+                    median_ms_d=statistics.median(times["D"]),
+                    median_ms_d_prime=statistics.median(times[pair]),
+                    ks_p_value=float(test.pvalue),
                 )
+            )
     return results
 
 
@@ -399,15 +403,25 @@ def main() -> None:
     parser.add_argument("--releases", type=int, default=None, help="releases per dataset (default 22,000)")
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of each lower bound")
     parser.add_argument("--requests", type=int, default=None, help="timed HTTP requests per gateway")
+    parser.add_argument(
+        "--persons", type=int, default=None, help="persons in the datasets the HTTP gateways serve (default 100,000)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     arguments = parser.parse_args()
     releases = arguments.releases or (2_000 if arguments.quick else 22_000)
     requests = arguments.requests or (40 if arguments.quick else 200)
-    figures: dict[str, Any] = {"benchmark": "privacy_audit", "releases": releases, "alpha": arguments.alpha}
+    persons = arguments.persons or (300 if arguments.quick else 100_000)
+    figures: dict[str, Any] = {
+        "benchmark": "privacy_audit",
+        "releases": releases,
+        "alpha": arguments.alpha,
+        "persons": persons,
+        "requests": requests,
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as directory:
         findings = audit(Path(directory), releases=releases, alpha=arguments.alpha)
-        channels = side_channels(Path(directory), requests=requests)
+        channels = side_channels(Path(directory), requests=requests, persons=persons)
     print(f"\nempirical epsilon lower bounds ({releases:,} releases per dataset, {1 - arguments.alpha:.0%} confidence)")
     print(f"{'mechanism':<10} {'neighbour D':<24} {'declared eps':>12} {'empirical eps':>14} {'ratio':>7}  holds")
     for finding in findings:
@@ -420,7 +434,10 @@ def main() -> None:
         figures[f"{key}_declared_epsilon"] = finding.declared_epsilon
         figures[f"{key}_empirical_epsilon"] = finding.empirical_epsilon
         figures[f"{key}_ratio"] = ratio
-    print(f"\nside channels over HTTP ({requests} interleaved requests per gateway, DP count per wijk)")
+    print(
+        f"\nside channels over HTTP ({requests} interleaved requests per gateway, DP count per wijk, "
+        f"{persons:,} persons)"
+    )
     print(
         f"{'D prime':<24} {'same outcomes':>13} {'median D ms':>12} {'median Dp ms':>13} {'ratio':>7} "
         f"{'KS p':>7}  holds"

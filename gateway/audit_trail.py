@@ -129,9 +129,24 @@ def _without_nul(draft: audit_service.EventDraft) -> audit_service.EventDraft:
     return replace(draft, **cleaned) if cleaned else draft
 
 
+SNAPSHOT_OPTIONS = ("datapoort_snapshot", "postgresql_readonly")
+"""The execution options ``gateway.store.database.read_snapshot`` marks a read-only snapshot with."""
+
+
+def _end_snapshot(session: Session) -> None:
+    """A read-only snapshot cannot take a write: it ends (it holds nothing to keep) before the event's
+    own short write transaction begins."""
+    if session.in_transaction():
+        options = session.connection().get_execution_options()
+        if any(options.get(option) for option in SNAPSHOT_OPTIONS):
+            session.commit()
+
+
 def commit_with_event(session: Session, context: AuditContext, draft: audit_service.EventDraft) -> None:
-    """Append the event to the request's transaction and commit both; fail closed on any error."""
+    """Append the event to the request's transaction and commit both; fail closed on any error. After a
+    read-only snapshot (the request's reads), the event is written in a transaction of its own."""
     try:
+        _end_snapshot(session)
         if context.key_id is not None:
             policy_service.record_key_use(session, context.key_id, draft.occurred_at)
         draft = _without_nul(draft)

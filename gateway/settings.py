@@ -56,6 +56,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     instance: str = Field(default_factory=socket.gethostname, description="Names this process in audit events.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed (JSON list); none by default, "
+        "so the audited client address is the connection's.",
+    )
+    worker_threads: int = Field(
+        default=16, ge=1, le=256, description="Threads that run requests; the state DB pool is sized from it."
+    )
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="/v1 requests run at once per process (default: worker_threads)."
+    )
+    queue_seconds: float = Field(
+        default=0.5, gt=0, le=30, description="How long a request waits for a slot before 503 overloaded."
+    )
+    state_write_wait_seconds: float = Field(
+        default=5.0, gt=0, le=120, description="How long a write to the state DB waits for the writer (SQLite)."
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="The largest request body accepted.")
     default_query_epsilon: float = Field(default=0.5, gt=0, description="Epsilon a query costs when it names none.")
     max_query_epsilon: float = Field(default=2.0, gt=0, description="The most a single query may spend.")
     default_query_delta: float = Field(
@@ -156,6 +174,10 @@ class Settings(BaseSettings):
             return self.pseudonym_key_path
         default = self.data_dir / DEFAULT_PSEUDONYM_KEYS
         return private_key_file(default) if default.is_file() else None
+
+    @property
+    def in_flight(self) -> int:
+        return self.max_in_flight or self.worker_threads
 
     @property
     def snapshot_seed_file(self) -> Path:

@@ -158,6 +158,8 @@ class SpaceBudget:
 
     unit_space: str
     caps: tuple[budget_service.Allowance, ...]
+    datasets: tuple[str, ...] = ()
+    """The datasets of the space."""
 
 
 class LDiversity(_Strict):
@@ -181,6 +183,8 @@ class DatasetSpec(_Strict):
     max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
     actions: list[Action] = Field(default_factory=lambda: list[Action](["aggregate"]))
     global_budget: GlobalBudget = Field(default_factory=GlobalBudget)
+    longer_cap: LongerCap | None = None
+    """For a dataset that is a unit space of its own; a shared space sets its caps under unit_spaces."""
     columns: dict[Annotated[str, Field(pattern=_NAME)], ColumnSpec]
     exports: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")], ExportProfile] = Field(
         default_factory=dict
@@ -238,9 +242,9 @@ class Catalog(_Strict):
                 continue
             if dataset.unit_space not in self.unit_spaces:
                 raise ValueError(f"dataset {name!r}: unit_space {dataset.unit_space!r} is not in unit_spaces")
-            if "global_budget" in dataset.model_fields_set:
+            if {"global_budget", "longer_cap"} & dataset.model_fields_set:
                 raise ValueError(
-                    f"dataset {name!r}: the cap of unit space {dataset.unit_space!r} is set under unit_spaces"
+                    f"dataset {name!r}: the caps of unit space {dataset.unit_space!r} are set under unit_spaces"
                 )
         return self
 
@@ -254,12 +258,15 @@ class Catalog(_Strict):
     def space_budget(self, name: str) -> SpaceBudget:
         dataset = self.datasets[name]
         if dataset.unit_space is None:
-            return SpaceBudget(name, (dataset.global_budget.allowance(),))
+            own = [dataset.global_budget.allowance()]
+            if dataset.longer_cap is not None:
+                own.append(dataset.longer_cap.allowance())
+            return SpaceBudget(name, tuple(own), (name,))
         space = self.unit_spaces[dataset.unit_space]
         caps = [space.global_budget.allowance()]
         if space.longer_cap is not None:
             caps.append(space.longer_cap.allowance())
-        return SpaceBudget(dataset.unit_space, tuple(caps))
+        return SpaceBudget(dataset.unit_space, tuple(caps), tuple(self.datasets_in(dataset.unit_space)))
 
     def datasets_in(self, unit_space: str) -> list[str]:
         return sorted(name for name in self.datasets if self.unit_space_of(name) == unit_space)

@@ -62,6 +62,12 @@ def ingest_catalog(
             _audit(sessions, actor, instance, name, decision="error", reason="ingestion_failed", detail=exc.message)
             outcomes.append(Outcome(name, None, exc.message))
             continue
+        except Exception as exc:  # a full disk, memory: this dataset fails, the others are still ingested
+            logger.exception("dataset %s could not be ingested", name)
+            message = f"the ingestion failed: {type(exc).__name__}"
+            _audit(sessions, actor, instance, name, decision="error", reason="ingestion_failed", detail=message)
+            outcomes.append(Outcome(name, None, message))
+            continue
         if report is not None:
             detail = json.dumps(asdict(report), sort_keys=True)
             _audit(sessions, actor, instance, name, decision="allow", reason="ingested", detail=detail)

@@ -7,16 +7,24 @@ so it is an exact, un-noised answer about it. And a file that holds more rows of
 ``max_contributions`` allows made the query take the slow, bounding path (one bit about one person,
 read off the timing). So a file is converted once, when it is registered or changes, into a snapshot:
 
-* **Rows are read by rules that depend on that row alone.** CSV: an explicit dialect, no sniffing; one
-  record is one physical line (a quoted field cannot span lines, so an unclosed quote spoils only its own
-  line); a line that does not parse, or has another number of fields than the header, is dropped; a
-  field that is not valid UTF-8 becomes NULL. Parquet: a string that is not valid UTF-8 becomes NULL.
+* **Rows are read by rules that depend on that row alone.** CSV: an explicit dialect, no sniffing
+  (RFC 4180: a header line, UTF-8, ``"`` quotes doubled inside a field, the catalog's delimiter). A
+  quoted field may span lines, for at most ``MAX_RECORD_LINES`` lines; a record that does not parse
+  within them, or has another number of fields than the header, is dropped *as its first line only*,
+  and reading starts again on the line after it, so an unclosed quote does not swallow the records
+  that follow. (What no reader can tell apart: an unclosed quote that a later line's quote happens to
+  close into a record of the right width. Such records are counted as spanning lines.) A field that is
+  not valid UTF-8 becomes NULL. Parquet: every column is brought to a plain type in Arrow, value by
+  value (dictionaries decoded, text that is not valid UTF-8 and timestamps beyond the range of a date
+  become NULL); a column of a nested or unknown type refuses the file as a whole, from its schema.
 * **Values get the catalog's types** (``TRY_CAST``: a value that does not convert becomes NULL), and a
-  row without a privacy unit is dropped (it cannot be bounded).
+  row without a privacy unit is dropped (it cannot be bounded), as is a row whose unit is not written
+  in its canonical form (``007`` for the integer unit 7: two spellings would merge two units).
 * **Contributions are bounded**: a unit with more than ``max_contributions`` rows keeps that many,
-  chosen by the order of SHA-256 over a secret seed, the unit and the row's own values. The choice for
+  those with the smallest SHA-256 over a secret seed and the row's own values (as JSON). The choice for
   a unit depends only on its own rows and the secret, so adding or removing one person changes no one
-  else's rows (and which rows are kept cannot be predicted without the seed).
+  else's rows, and which rows are kept cannot be predicted without the seed. It is an aggregate per
+  unit that keeps ``max_contributions`` rows, so its memory does not grow with one unit's rows.
 
 Every query then reads a typed, bounded Parquet file with one statement whatever the data, so neither
 the status, nor the text, nor (beyond the file's size) the time of an answer depends on a record. What
@@ -24,8 +32,9 @@ the conversion found (rows read, rejected, values made NULL, units bounded) goes
 audit log, never to a querier.
 
 A snapshot is named by a digest of the file's version (device, inode, size, modification and change
-time), the dataset's catalog entry and the seed: a change to any of them is a new snapshot, so nothing
-cached for one version of the catalog answers for another. The manifest ``<dataset>.json`` points at
+time), the dataset's catalog entry and the seed: a change to any of them is a new snapshot. A query
+reads a snapshot only if it was made under the catalog entry the gateway holds now (``current_for``):
+nothing verified for one version of the catalog answers for another. The manifest ``<dataset>.json`` points at
 the current snapshot; a running gateway notices a new manifest (written by ``datapoort datasets ingest``
 in another process) before its next query. The previous snapshot is kept until the next ingestion, so a
 query planned on it can still read it.
@@ -33,10 +42,12 @@ query planned on it can still read it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -50,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -61,8 +73,10 @@ logger = logging.getLogger("datapoort.snapshots")
 
 FORMAT_VERSION = 1
 BATCH_ROWS = 65_536
+MAX_RECORD_LINES = 64
+"""The most physical lines one CSV record (with quoted line breaks) may span."""
+MAX_RECORD_BYTES = 1 << 20
 _ORDINAL = "__datapoort_ordinal"
-_RANK = "__datapoort_rank"
 
 # Test-only: skip the bounding step, so the privacy audit can show that it catches a missing bound.
 # Reachable only from Python (``planted_bug_skip_bounding``), never from a setting or the environment.
@@ -94,10 +108,12 @@ class IngestionReport:
     source: str
     rows_read: int
     rows_rejected: int
-    """CSV lines that did not parse or had another number of fields than the header."""
+    """CSV lines that did not start a record that parses with as many fields as the header."""
+    records_spanning_lines: int
     values_nulled: dict[str, int]
     """Per column: values that were not valid UTF-8 or did not convert to the catalog's type."""
     rows_without_unit: int
+    """Rows without a unit, or with one not in its canonical form."""
     units_bounded: int
     """Units that had more than ``max_contributions`` rows."""
     rows_bounded_away: int
@@ -111,6 +127,8 @@ class IngestionReport:
 class Snapshot:
     dataset: str
     key: str
+    entry: str
+    """The digest of the catalog entry (and seed) it was made under."""
     path: Path
     size: int
     rows: int
@@ -147,7 +165,50 @@ class _Staging:
     path: Path
     rows_read: int = 0
     rows_rejected: int = 0
+    spanning: int = 0
     invalid_text: dict[str, int] = field(default_factory=dict)
+
+
+def _parse(text: str, delimiter: str) -> tuple[str, list[str]]:
+    """("ok", fields) for exactly one record, ("open", []) for a quoted field still open at the end,
+    ("bad", []) otherwise."""
+    try:
+        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return ("open", []) if "unexpected end of data" in str(exc) else ("bad", [])
+    return ("ok", records[0]) if len(records) == 1 else ("bad", [])
+
+
+def _records(lines: Iterator[bytes], delimiter: str, width: int, staging: _Staging) -> Iterator[tuple[int, list[str]]]:
+    """(ordinal, fields) of every record, by the rules in the module docstring."""
+    pending: collections.deque[tuple[int, bytes]] = collections.deque()
+    numbered = enumerate(lines)
+
+    def next_line() -> tuple[int, bytes] | None:
+        return pending.popleft() if pending else next(numbered, None)
+
+    while (first := next_line()) is not None:
+        ordinal, raw = first
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            continue
+        staging.rows_read += 1
+        text = line.decode("utf-8", errors="surrogateescape")
+        status, fields = _parse(text, delimiter)
+        consumed = [first]
+        while status == "open" and len(consumed) < MAX_RECORD_LINES and len(text) < MAX_RECORD_BYTES:
+            following = next_line()
+            if following is None:
+                break
+            consumed.append(following)
+            text += "\n" + following[1].rstrip(b"\r\n").decode("utf-8", errors="surrogateescape")
+            status, fields = _parse(text, delimiter)
+        if status == "ok" and len(fields) == width:
+            staging.spanning += len(consumed) > 1
+            yield ordinal, fields
+            continue
+        staging.rows_rejected += 1
+        pending.extendleft(reversed(consumed[1:]))  # read again, each as a line of its own
 
 
 def _stage_csv(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
@@ -162,7 +223,8 @@ def _stage_csv(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
     with handle, pq.ParquetWriter(target, schema) as writer:
         header_line = handle.readline()
         try:
-            header = next(csv.reader([header_line.decode("utf-8").rstrip("\r\n")], delimiter=delimiter, strict=True))
+            header_text = header_line.decode("utf-8-sig").rstrip("\r\n")  # a BOM, as spreadsheets write it
+            header = next(csv.reader([header_text], delimiter=delimiter, strict=True))
         except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
             raise IngestionFailed(f"{source}: the header line is not a {delimiter!r}-separated UTF-8 line") from exc
         header = [name.strip() for name in header]
@@ -180,20 +242,7 @@ def _stage_csv(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
                 values.clear()
             ordinals.clear()
 
-        for ordinal, raw in enumerate(handle):
-            line = raw.rstrip(b"\r\n")
-            if not line:
-                continue
-            staging.rows_read += 1
-            text = line.decode("utf-8", errors="surrogateescape")
-            try:
-                fields = next(csv.reader([text], delimiter=delimiter, strict=True))
-            except csv.Error:
-                staging.rows_rejected += 1
-                continue
-            if len(fields) != len(header):
-                staging.rows_rejected += 1
-                continue
+        for ordinal, fields in _records(iter(handle), delimiter, len(header), staging):
             for index, position in enumerate(positions):
                 value: str | None = fields[position]
                 if value == "":
@@ -234,6 +283,63 @@ def _valid_text(array: pa.Array) -> tuple[pa.Array, int]:
     return pa.array(cleaned, type=array.type), invalid
 
 
+_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
+def _plain(data_type: pa.DataType) -> bool:
+    """Whether a Parquet column's Arrow type can be staged (decoded, checked or converted per value)."""
+    if pa.types.is_dictionary(data_type):
+        return _plain(data_type.value_type)
+    return not (
+        pa.types.is_nested(data_type)
+        or pa.types.is_null(data_type)
+        or pa.types.is_interval(data_type)
+        or pa.types.is_union(data_type)
+        or isinstance(data_type, pa.ExtensionType)
+    )
+
+
+def _as_dates(array: pa.Array, unit: str) -> pa.Array:
+    """Timestamps (or date64) as dates in UTC, value by value: beyond the range of a date, NULL."""
+    values = array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    days = np.floor_divide(np.where(valid, values, 0), _DAY[unit])
+    valid &= np.abs(days) < 2**31 - 1
+    return pa.array(np.where(valid, days, 0).astype(np.int32), type=pa.int32(), mask=~valid).cast(pa.date32())
+
+
+def _staged(array: pa.Array) -> tuple[pa.Array, int]:
+    """A column as the staging file holds it (a type DuckDB reads without error whatever the values),
+    and how many of its values were not valid UTF-8."""
+    data_type = array.type
+    if pa.types.is_dictionary(data_type):
+        array = array.dictionary_decode()
+        data_type = array.type
+    if pa.types.is_string_view(data_type):
+        array = array.cast(pa.large_string())
+    elif pa.types.is_binary_view(data_type):
+        array = array.cast(pa.large_binary())
+    data_type = array.type
+    if pa.types.is_binary(data_type) or pa.types.is_fixed_size_binary(data_type):
+        array = array.cast(pa.binary()).view(pa.string())
+    elif pa.types.is_large_binary(data_type):
+        array = array.view(pa.large_string())
+    data_type = array.type
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return _valid_text(array)
+    if pa.types.is_timestamp(data_type):
+        return _as_dates(array, data_type.unit), 0
+    if pa.types.is_date64(data_type):
+        return _as_dates(array, "ms"), 0
+    if pa.types.is_float16(data_type):
+        return array.cast(pa.float32()), 0
+    if pa.types.is_decimal(data_type):
+        return array.cast(pa.string()), 0  # any precision as text; TRY_CAST takes it from there
+    if pa.types.is_time(data_type) or pa.types.is_duration(data_type):
+        return array.cast(pa.int64()), 0
+    return array, 0  # booleans, integers, floats, date32
+
+
 def _stage_parquet(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
     staging = _Staging(target)
     names = list(dataset.columns)
@@ -241,19 +347,22 @@ def _stage_parquet(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
         reader = pq.ParquetFile(source)
     except (OSError, pa.ArrowException) as exc:
         raise IngestionFailed(f"{source} is not a readable Parquet file") from exc
-    missing = [name for name in names if name not in reader.schema_arrow.names]
+    schema = reader.schema_arrow
+    missing = [name for name in names if name not in schema.names]
     if missing:
         raise IngestionFailed(f"{source}: the file lacks the catalog's columns {missing}")
+    unusable = [name for name in names if not _plain(schema.field(name).type)]
+    if unusable:
+        raise IngestionFailed(f"{source}: columns {unusable} are of a nested or unknown type")
     writer: pq.ParquetWriter | None = None
     ordinal = 0
     try:
         for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=names):
             arrays = []
             for name, array in zip(batch.schema.names, batch.columns, strict=True):
-                if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-                    array, invalid = _valid_text(array)
-                    if invalid:
-                        staging.invalid_text[name] = staging.invalid_text.get(name, 0) + invalid
+                array, invalid = _staged(array)
+                if invalid:
+                    staging.invalid_text[name] = staging.invalid_text.get(name, 0) + invalid
                 arrays.append(array)
             arrays.append(pa.array(range(ordinal, ordinal + batch.num_rows), type=pa.int64()))
             ordinal += batch.num_rows
@@ -274,14 +383,21 @@ def _stage_parquet(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
     return staging
 
 
-def snapshot_key(dataset: DatasetSpec, seed: bytes, fingerprint: list[int]) -> str:
-    """The name of one snapshot: the file's version, the catalog entry and the seed, digested."""
+def entry_digest(dataset: DatasetSpec, seed: bytes) -> str:
+    """What a snapshot was made under, besides the file: the catalog entry, the seed, and whether the
+    privacy audit's planted bug was on (a snapshot made so is never taken for a real one)."""
     document = {
         "format": FORMAT_VERSION,
-        "source": fingerprint,
         "dataset": dataset.model_dump(mode="json"),
         "seed": hashlib.sha256(b"datapoort snapshot seed\x00" + seed).hexdigest(),
+        "planted_bug": _SKIP_BOUNDING_FOR_AUDIT,
     }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def snapshot_key(dataset: DatasetSpec, seed: bytes, fingerprint: list[int]) -> str:
+    """The name of one snapshot: the file's version and everything ``entry_digest`` covers."""
+    document = {"entry": entry_digest(dataset, seed), "source": fingerprint}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -331,6 +447,7 @@ class SnapshotStore:
             return Snapshot(
                 dataset=name,
                 key=str(document["key"]),
+                entry=str(document["entry"]),
                 path=self.directory / str(document["file"]),
                 size=int(document["size"]),
                 rows=int(document["rows"]),
@@ -338,6 +455,14 @@ class SnapshotStore:
         except (OSError, ValueError, KeyError, TypeError):
             logger.error("the snapshot manifest of %s is unreadable", name)
             return None
+
+    def current_for(self, name: str, dataset: DatasetSpec) -> Snapshot | None:
+        """The current snapshot, if it was made under this catalog entry (and seed) and can be read: what
+        a query may read. A file that changed since keeps being answered from it until it is ingested."""
+        snapshot = self.current(name)
+        if snapshot is None or snapshot.entry != entry_digest(dataset, self._seed):
+            return None
+        return snapshot if os.access(snapshot.path, os.R_OK) else None
 
     def is_current(self, name: str, dataset: DatasetSpec) -> bool:
         """Whether the current snapshot is of the file as it is now, under this catalog entry."""
@@ -386,6 +511,8 @@ class SnapshotStore:
         if before is None:
             raise IngestionFailed(f"dataset {name!r}: the file {source} is missing")
         key = snapshot_key(dataset, self._seed, before)
+        for stale in self.directory.glob(f".staging-{name}-*.parquet"):  # left by a crash (we hold the lock)
+            stale.unlink(missing_ok=True)
         staging_path = self.directory / f".staging-{name}-{secrets.token_hex(8)}.parquet"
         target = self.directory / f"{name}-{key[:16]}.parquet"
         try:
@@ -402,6 +529,7 @@ class SnapshotStore:
             source=source,
             rows_read=staging.rows_read,
             rows_rejected=staging.rows_rejected,
+            records_spanning_lines=staging.spanning,
             values_nulled={
                 column: staging.invalid_text.get(column, 0) + counts["nulled"].get(column, 0)
                 for column in dataset.columns
@@ -414,7 +542,14 @@ class SnapshotStore:
             seconds=round(time.monotonic() - started, 3),
             snapshot=target.name,
         )
-        manifest = {"key": key, "file": target.name, "size": size, "rows": report.rows, "report": asdict(report)}
+        manifest = {
+            "key": key,
+            "entry": entry_digest(dataset, self._seed),
+            "file": target.name,
+            "size": size,
+            "rows": report.rows,
+            "report": asdict(report),
+        }
         previous = self.current(name)
         _write_private(self._manifest(name), json.dumps(manifest, indent=2).encode())
         self._remove_old(name, keep={target.name, previous.path.name if previous is not None else ""})
@@ -425,36 +560,52 @@ class SnapshotStore:
         for path in self.directory.glob(f"{name}-*.parquet"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
+        for path in self.directory.glob(f".{name}-*.tmp"):  # left by an ingestion that failed
+            path.unlink(missing_ok=True)
 
     def _convert(self, dataset: DatasetSpec, staging: Path, target: Path) -> dict[str, Any]:
-        """Type, drop rows without a unit, bound, write (0600) and count: in one DuckDB of its own."""
+        """Type, drop rows without a (canonical) unit, bound, write (0600) and count, in a DuckDB of its own."""
         names = list(dataset.columns)
-        unit = ident(dataset.privacy_unit, "duckdb")
-        typed = ", ".join(
-            f"TRY_CAST({ident(name, 'duckdb')} AS {SQL_TYPES[spec.type]}) AS {ident(name, 'duckdb')}"
-            for name, spec in dataset.columns.items()
-        )
+        staged_types = pq.read_schema(staging)
+        unit_name = dataset.privacy_unit
+        unit = ident(unit_name, "duckdb")
+
+        def typed_column(name: str) -> str:
+            column, sql_type = ident(name, "duckdb"), SQL_TYPES[dataset.columns[name].type]
+            converted = f"TRY_CAST({column} AS {sql_type})"
+            staged_as_text = pa.types.is_string(staged_types.field(name).type) or pa.types.is_large_string(
+                staged_types.field(name).type
+            )
+            if name == unit_name and sql_type != "VARCHAR" and staged_as_text:
+                # One spelling per unit: '007' and '7' would otherwise become one unit of two people.
+                converted = f"CASE WHEN CAST({converted} AS VARCHAR) = {column} THEN {converted} END"
+            return f"{converted} AS {column}"
+
+        typed = ", ".join(typed_column(name) for name in names)
         staged = f"read_parquet({string_literal(str(staging), 'duckdb')})"
-        # The row's own values (as text, NULLs marked) after the secret and the unit: the order among a
-        # unit's rows is a keyed hash of what the row holds, so it depends on nothing outside the unit.
-        row_text = " || chr(31) || ".join(
-            f"coalesce(CAST({ident(name, 'duckdb')} AS VARCHAR), chr(0))" for name in names
-        )
+        row = ", ".join(f"{ident(name, 'duckdb')} := {ident(name, 'duckdb')}" for name in names)
         seed = string_literal(self._seed.hex(), "duckdb")
         m = dataset.max_contributions
-        limit = "" if _SKIP_BOUNDING_FOR_AUDIT else f"WHERE {_RANK} <= {m}"
         select_columns = ", ".join(ident(name, "duckdb") for name in names)
+        if _SKIP_BOUNDING_FOR_AUDIT:
+            kept = f"SELECT {select_columns} FROM typed WHERE {unit} IS NOT NULL"
+        else:
+            # Per unit, the m rows with the smallest keyed hash of the row's own values (as JSON, so no
+            # two different rows share an encoding): an aggregate holding m rows per unit.
+            kept = (
+                "SELECT unnest(kept, recursive := true) FROM ("
+                f"SELECT arg_min(struct_pack({row}), sha256({seed} || to_json(struct_pack({row}))), {m}) AS kept "
+                f"FROM typed WHERE {unit} IS NOT NULL GROUP BY {unit})"
+            )
         connection = duckdb.connect(":memory:")
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
             connection.execute("SET memory_limit = ?", [self._memory_limit])
             if self._temp_directory is not None:
+                Path(self._temp_directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(self._temp_directory, 0o700)  # spilled pages hold raw rows
                 connection.execute("SET temp_directory = ?", [self._temp_directory])
-            connection.execute(
-                f"CREATE TEMP VIEW typed AS SELECT {typed}, {_ORDINAL} FROM {staged}; "
-                f"CREATE TEMP VIEW ranked AS SELECT *, row_number() OVER (PARTITION BY {unit} "
-                f"ORDER BY sha256({seed} || chr(30) || CAST({unit} AS VARCHAR) || chr(30) || {row_text}), "
-                f"{_ORDINAL}) AS {_RANK} FROM typed WHERE {unit} IS NOT NULL"
-            )
+            connection.execute(f"CREATE TEMP VIEW typed AS SELECT {typed} FROM {staged}")
             nulled_sql = ", ".join(
                 f"count(*) FILTER (WHERE {ident(name, 'duckdb')} IS NOT NULL AND TRY_CAST({ident(name, 'duckdb')} "
                 f"AS {SQL_TYPES[spec.type]}) IS NULL)"
@@ -466,18 +617,15 @@ class SnapshotStore:
                 f"SELECT count(*) FILTER (WHERE n > {m}), coalesce(sum(n - {m}) FILTER (WHERE n > {m}), 0) "
                 f"FROM (SELECT count(*) AS n FROM typed WHERE {unit} IS NOT NULL GROUP BY {unit})"
             ).fetchone()
-            temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
             # Created here, mode 0600, before DuckDB writes into it: never readable by others, not even
             # for a moment (and no process-wide umask changed under other threads).
             os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            connection.execute(
-                f"COPY (SELECT {select_columns} FROM ranked {limit}) TO "
-                f"{string_literal(str(temporary), 'duckdb')} (FORMAT parquet)"
-            )
+            connection.execute(f"COPY ({kept}) TO {string_literal(str(temporary), 'duckdb')} (FORMAT parquet)")
             rows = connection.execute(
                 f"SELECT count(*) FROM read_parquet({string_literal(str(temporary), 'duckdb')})"
             ).fetchone()
         except duckdb.Error as exc:
+            temporary.unlink(missing_ok=True)
             raise IngestionFailed(f"the snapshot could not be written: {type(exc).__name__}") from exc
         finally:
             connection.close()

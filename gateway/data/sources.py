@@ -23,7 +23,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.data.catalog import DatasetSpec
-from gateway.data.relations import Relation, raw_relation, snapshot_relation
+from gateway.data.relations import Relation, ident, raw_relation, snapshot_relation, source_relation
 from gateway.data.snapshots import SnapshotStore
 from gateway.exceptions import CatalogError, SourceUnavailable
 
@@ -143,11 +143,14 @@ class PostgresSource:
         with self._lock:
             self._checked.add(name)
 
-    def ping(self) -> None:
-        """A database that does not answer is refused before anything is spent."""
+    def probe(self, dataset: DatasetSpec) -> None:
+        """A database that does not answer, or a table or column gone since it was checked, is refused
+        before anything is spent: the catalog's columns, no rows."""
+        columns = ", ".join(ident(name, "postgres") for name in dataset.columns)
+        table = source_relation(dataset, "postgres")
         try:
             with self._engine.connect() as connection:
-                connection.exec_driver_sql("SELECT 1")
+                connection.exec_driver_sql(f"SELECT {columns} FROM {table} LIMIT 0")  # noqa: S608 - quoted identifiers
         except SQLAlchemyError as exc:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
@@ -216,11 +219,13 @@ class Sources:
         if dataset.source.kind == "postgresql":
             source = self._postgres_for(dataset)
             source.check_columns(name, dataset)
-            source.ping()
+            source.probe(dataset)
             return raw_relation(dataset)
-        snapshot = self.snapshots.current(name) if self.snapshots is not None else None
+        snapshot = self.snapshots.current_for(name, dataset) if self.snapshots is not None else None
         if snapshot is None:
-            raise SourceUnavailable(f"dataset {name!r} has no verified snapshot; the operator must ingest it")
+            raise SourceUnavailable(
+                f"dataset {name!r} has no verified snapshot for its catalog entry; the operator must ingest it"
+            )
         return snapshot_relation(str(snapshot.path))
 
     def check_ready(self, name: str, dataset: DatasetSpec) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from gateway import __version__
@@ -14,6 +16,8 @@ from gateway.data.ingestion import ingest_catalog
 from gateway.data.snapshots import SnapshotStore
 from gateway.data.sources import Sources
 from gateway.exceptions import GatewayError
+from gateway.http.admission import AdmissionControl, OverloadLedger
+from gateway.http.body_limit import BodyLimit
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.routers import admin, audit, catalog, extract, health, query
@@ -32,7 +36,14 @@ logger = logging.getLogger("datapoort.app")
 
 def build_state(settings: Settings) -> GatewayState:
     master_secrets = load_master_secrets(settings)  # first: a key file others can read stops the start
-    engine = create_state_engine(settings.state_database_url)
+    for private in (settings.data_dir, settings.data_dir / "duckdb-spill"):  # state, snapshots, spilled rows
+        private.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(private, 0o700)
+    engine = create_state_engine(
+        settings.state_database_url,
+        threads=settings.worker_threads,
+        write_wait_seconds=settings.state_write_wait_seconds,
+    )
     sessions = session_factory(engine, checkpoint_policy(settings))
     return GatewayState(
         settings=settings,
@@ -59,6 +70,17 @@ def snapshot_store(settings: Settings) -> SnapshotStore:
         memory_limit=settings.duckdb_memory_limit,
         temp_directory=str(settings.data_dir / "duckdb-spill"),
     )
+
+
+def _warn_unbounded_spaces(state: GatewayState) -> None:
+    """A unit space without a longer cap renews its period cap for ever: allowed, but said loudly."""
+    for name in sorted({state.catalog.unit_space_of(dataset) for dataset in state.catalog.datasets}):
+        example = state.catalog.datasets_in(name)[0]
+        if len(state.catalog.space_budget(example).caps) < 2 and "aggregate" in state.catalog.datasets[example].actions:
+            logger.warning(
+                "unit space %s has no longer_cap: its period cap renews every period with no bound on the total",
+                name,
+            )
 
 
 def _check_tables(state: GatewayState) -> None:
@@ -98,12 +120,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 instance=settings.instance,
             )
         _check_tables(state)
+        _warn_unbounded_spaces(state)
         _assign_unit_spaces(state)
+        # Requests run on this many threads; admission lets no more in than there are threads, and the
+        # state DB pool has a connection for each (see gateway.store.database).
+        to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         app.state.gateway = state
         app.state.sessions = state.sessions
+        overload.sessions = state.sessions
+        overload.start()
         try:
             yield
         finally:
+            overload.stop()
             state.sources.close()
             state.engine.dispose()
 
@@ -114,6 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
+    overload = OverloadLedger(instance=settings.instance)
+    # The last added runs first: request context, then admission, then the body limit, then the app.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AdmissionControl, max_in_flight=settings.in_flight, queue_seconds=settings.queue_seconds, ledger=overload
+    )
     app.add_middleware(RequestContextMiddleware, instance=settings.instance)
     install_error_handlers(app)
     app.include_router(health.router)

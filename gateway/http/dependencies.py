@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from gateway.audit_trail import AuditContext
 from gateway.http import identity
 from gateway.state import GatewayState
+from gateway.store.database import read_snapshot
 from policies import service as policy_service
 from policies.exceptions import AuthenticationFailed
 
@@ -24,7 +25,8 @@ async def get_state(request: Request) -> GatewayState:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request. Whatever the route has not committed is rolled back on the way out."""
+    """One session per request, with no transaction until the route (on its own thread) uses it; each
+    step then commits its own short transaction. Whatever is not committed is rolled back on the way out."""
     state: GatewayState = request.app.state.gateway
     with state.sessions() as session:
         yield session
@@ -54,28 +56,31 @@ _bearer = HTTPBearer(
 
 def current_principal(
     request: Request,
-    session: Annotated[Session, Depends(get_session)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> policy_service.AuthenticatedPrincipal:
+    """Who is calling, read in a short read-only transaction of its own that ends here: nothing is held
+    while the request waits for the thread its route runs on."""
     if credentials is None:
         raise AuthenticationFailed("send an API key or an identity-provider token as 'Authorization: Bearer ...'")
     state: GatewayState = request.app.state.gateway
-    principal = identity.authenticate(
-        credentials.credentials,
-        session=session,
-        sessions=state.sessions,
-        authority=state.tokens,
-        engine=state.policy_engine,
-        instance=state.settings.instance,
-        now=datetime.now(UTC),
-    )
     context: AuditContext = request.state.audit
-    context.key_id = principal.key_id
-    context.event.principal_id = principal.id
-    context.event.organisation = principal.organisation
-    with session.no_autoflush:
-        state.policy_engine.ensure_current(session)  # so the roles recorded are today's, not a cached snapshot's
-    context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
+    with state.sessions() as session:
+        read_snapshot(session)
+        principal = identity.authenticate(
+            credentials.credentials,
+            session=session,
+            sessions=state.sessions,
+            authority=state.tokens,
+            engine=state.policy_engine,
+            instance=state.settings.instance,
+            now=datetime.now(UTC),
+        )
+        context.key_id = principal.key_id
+        context.event.principal_id = principal.id
+        context.event.organisation = principal.organisation
+        with session.no_autoflush:
+            state.policy_engine.ensure_current(session)  # the roles recorded are today's, not a cached snapshot's
+        context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
     return principal
 
 

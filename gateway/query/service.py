@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from gateway.query.validate import validate_plan
 from policies import budget as budget_service
 from policies import service as policy_service
 from policies.enforcer import PolicyEngine
+from policies.exceptions import BudgetExhausted
 from policies.models import Grant
 
 ACTION = "aggregate"
@@ -80,6 +81,8 @@ class PreparedQuery:
     selection: KeySelection | None = None
     """For a plan grouping by a column without public keys: the mechanism that selects its groups."""
     max_groups: int = 10_000
+    sibling_grants: tuple[Grant, ...] = ()
+    """The principal's other aggregate grants in the unit space: their allowances bind too."""
 
     confidence: float = CONFIDENCE
 
@@ -138,7 +141,12 @@ def prepare(
     )
     validate_plan(plan, dataset)
     relation = sources.relation_for(plan.dataset, dataset) if sources is not None else None
-    return build_release(
+    siblings = tuple(
+        other
+        for _, other in policy_service.usable_grants(session, engine, principal, budget.datasets, now=now)
+        if other.action == ACTION and other.epsilon_per_period is not None and other.id != grant.id
+    )
+    prepared = build_release(
         plan,
         dataset,
         grant,
@@ -149,6 +157,7 @@ def prepare(
         relation=relation,
         budget=budget,
     )
+    return replace(prepared, sibling_grants=siblings)
 
 
 def build_release(
@@ -337,8 +346,12 @@ def reserve(
 ) -> tuple[int, budget_service.BudgetState]:
     """Reserve the query's (epsilon, delta) under the ledger's lock, before the source is read; return
     the ledger entry and what is left in the unit space once it counts. The caller commits it before
-    reading."""
-    return budget_service.reserve(
+    reading.
+
+    The principal's spends in the space then stay within the allowance of *every* aggregate grant it
+    holds there, each over its own period (checked in the same transaction, under the same lock): a
+    grant of 1 a month beside one of 6 a year allows 6 a year, not 6 plus 11."""
+    entry = budget_service.reserve(
         session,
         prepared.grant,
         principal_id=principal.id,
@@ -350,6 +363,22 @@ def reserve(
         request_id=request_id,
         now=now,
     )
+    for sibling in prepared.sibling_grants:
+        state = budget_service.budget_state(
+            session, sibling, principal_id=principal.id, unit_space=prepared.budget.unit_space, caps=(), now=now
+        )
+        allowance = state.principal_allowance
+        if state.principal_spent > allowance.epsilon or state.principal_delta_spent > allowance.delta:
+            raise BudgetExhausted(
+                f"this query costs epsilon {prepared.epsilon:g} (delta {prepared.delta:g}), more than is left "
+                f"for you in unit space {prepared.budget.unit_space!r} under your grant {sibling.id} "
+                f"({allowance.epsilon:g} a {allowance.period}); every grant you hold in a space binds",
+                remaining=max(allowance.epsilon - (state.principal_spent - prepared.epsilon), 0.0),
+                requested=prepared.epsilon,
+                delta_remaining=max(allowance.delta - (state.principal_delta_spent - prepared.delta), 0.0),
+                delta_requested=prepared.delta,
+            )
+    return entry
 
 
 def selection_report(prepared: PreparedQuery) -> dict[str, Any] | None:

@@ -2,14 +2,24 @@
 
 SQLite is opened in WAL mode with every transaction started as ``BEGIN IMMEDIATE``: the write lock is
 taken up front, so the read-then-write sequences of the audit chain and the budget ledger cannot
-interleave between processes, and no transaction fails late on a lock upgrade.
+interleave between processes, and no transaction fails late on a lock upgrade. Within a process the
+writers queue on one lock of their own, for at most ``write_wait_seconds`` (then the statement fails and
+the request is answered 503 ``state_unavailable``): a thread never sleeps in SQLite's busy handler
+while another thread of the same process holds the lock. Snapshot readers (``read_snapshot``) take
+neither lock.
+
+Pool sizes follow the request threads (``Settings.worker_threads``): a request holds at most two
+connections at a time (its own, and its refusal's event), so ``2 x threads + 4`` never makes a thread
+wait for a connection; a wait is bounded by ``pool_timeout`` all the same.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoints import SESSION_INFO_KEY, CheckpointPolicy
@@ -19,9 +29,22 @@ from policies.models import PoliciesBase
 ALL_METADATA = [PoliciesBase.metadata, AuditBase.metadata]
 
 
-def create_state_engine(url: str, **kwargs: Any) -> Engine:
+class WriterBusy(OperationalError):
+    """No write transaction could begin within the bounded wait."""
+
+
+def create_state_engine(
+    url: str, *, threads: int = 16, write_wait_seconds: float = 10.0, pool_timeout: float = 10.0, **kwargs: Any
+) -> Engine:
+    pool = {"pool_size": 2 * threads + 4, "max_overflow": 0, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": write_wait_seconds, "check_same_thread": False},
+            **(pool if ":memory:" not in url else {}),
+            **kwargs,
+        )
+        writer = threading.Lock()
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -37,11 +60,35 @@ def create_state_engine(url: str, **kwargs: Any) -> Engine:
         def _on_begin(connection: Any) -> None:
             # A snapshot reader (``read_snapshot``) takes no write lock: in WAL mode a deferred
             # transaction reads one consistent snapshot while writers go on.
-            snapshot = connection.get_execution_options().get(SNAPSHOT_OPTION)
-            connection.exec_driver_sql("BEGIN DEFERRED" if snapshot else "BEGIN IMMEDIATE")
+            if connection.get_execution_options().get(SNAPSHOT_OPTION):
+                connection.exec_driver_sql("BEGIN DEFERRED")
+                return
+            if not writer.acquire(timeout=write_wait_seconds):
+                raise WriterBusy("BEGIN IMMEDIATE", None, TimeoutError("the state database's writer is busy"))
+            connection.info[_HOLDS_WRITER] = True
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(connection)
+                raise
 
+        def _release(connection: Any) -> None:
+            if connection.info.pop(_HOLDS_WRITER, False):
+                writer.release()
+
+        @event.listens_for(engine, "checkin")
+        def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+            # The pool's reset on return rolls back without a "rollback" event: never keep the lock.
+            if record.info.pop(_HOLDS_WRITER, False):
+                writer.release()
+
+        event.listen(engine, "commit", _release)
+        event.listen(engine, "rollback", _release)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, **pool, **kwargs)
+
+
+_HOLDS_WRITER = "datapoort_holds_writer"
 
 
 SNAPSHOT_OPTION = "datapoort_snapshot"

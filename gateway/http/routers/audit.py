@@ -31,6 +31,9 @@ Name = Annotated[str | None, Query(max_length=128)]
 def oversee(
     session: Session, state: GatewayState, principal: policy_service.AuthenticatedPrincipal, audit: AuditContext
 ) -> None:
+    """Authorise oversight; what follows reads in a snapshot (no write lock) until its event is written."""
+    if not session.in_transaction():
+        read_snapshot(session)
     grant = policy_service.authorize(
         session,
         state.policy_engine,

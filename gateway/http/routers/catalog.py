@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Response
 from gateway.data import catalog_view
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
 from gateway.http.responses import respond
+from gateway.store.database import read_snapshot
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -15,6 +16,7 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
     dependencies=[Depends(audited_as("catalog:read"))],
 )
 def list_datasets(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+    read_snapshot(session)  # reads without the write lock; the event is written on its own afterwards
     visible = catalog_view.visible_grants(session, state.policy_engine, principal, state.catalog, audit.started_at)
     datasets = [
         catalog_view.describe(
@@ -33,6 +35,7 @@ def list_datasets(principal: PrincipalDep, session: SessionDep, state: StateDep,
 )
 def get_dataset(name: str, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
     audit.event.dataset = name[:128]
+    read_snapshot(session)
     visible = catalog_view.visible_grants(session, state.policy_engine, principal, state.catalog, audit.started_at)
     dataset, grants = catalog_view.dataset_or_404(visible, state.catalog, name)
     view = catalog_view.describe(name, dataset, grants, detail=True, budget=state.catalog.space_budget(name))
@@ -45,6 +48,7 @@ def get_dataset(name: str, principal: PrincipalDep, session: SessionDep, state: 
     dependencies=[Depends(audited_as("budget:read"))],
 )
 def get_budget(principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+    read_snapshot(session)
     visible = catalog_view.visible_grants(session, state.policy_engine, principal, state.catalog, audit.started_at)
     entries = catalog_view.budgets(session, principal, visible, state.catalog, audit.started_at)
     return respond(session, audit, {"budgets": entries}, rows_released=len(entries))

@@ -16,6 +16,7 @@ from gateway.http.responses import respond
 from gateway.query import service as query_service
 from gateway.query.json_frontend import JsonPlan, plan_from_json
 from gateway.state import GatewayState
+from gateway.store.database import read_snapshot
 from policies import budget as budget_service
 from policies.exceptions import BudgetExhausted
 from policies.service import AuthenticatedPrincipal
@@ -84,12 +85,16 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}
 def _prepare(
     body: QueryRequest,
     principal: AuthenticatedPrincipal,
-    session: Session,
     state: GatewayState,
     audit: AuditContext,
 ) -> query_service.PreparedQuery:
+    """Plan and price in a read-only snapshot of its own (no write lock, nothing held afterwards)."""
     try:
-        return _plan_and_price(body, principal, session, state, audit)
+        with state.sessions() as reader:
+            read_snapshot(reader)
+            prepared = _plan_and_price(body, principal, reader, state, audit)
+            reader.commit()  # ends the snapshot; what was read stays loaded
+            return prepared
     except RecursionError as exc:
         # The front doors' nesting limits keep queries far from this; a shape they do not foresee is
         # still a refused query (nothing has been read or spent), not a 500.
@@ -151,7 +156,7 @@ def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
     # The budget is checked once, under the lock, by the reservation below (still before any read).
-    prepared = _prepare(body, principal, session, state, audit)
+    prepared = _prepare(body, principal, state, audit)
     # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
     # lock is held while the source computes, and concurrent queries cannot together pass the budget,
     # whatever happens to them after the read.
@@ -211,20 +216,12 @@ def _cancel_reservation(state: GatewayState, spend_id: int) -> None:
 def estimate_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    prepared = _prepare(body, principal, session, state, audit)
+    prepared = _prepare(body, principal, state, audit)
     space = prepared.budget
     try:
-        remaining = budget_service.check_affordable(
-            session,
-            prepared.grant,
-            principal_id=principal.id,
-            dataset=prepared.plan.dataset,
-            unit_space=space.unit_space,
-            caps=space.caps,
-            epsilon=prepared.epsilon,
-            now=audit.started_at,
-            delta=prepared.delta,
-        )
+        with state.sessions() as reader:
+            read_snapshot(reader)
+            remaining = _affordable(reader, prepared, principal, audit)
         affordable = True
     except BudgetExhausted as refused:
         remaining, affordable = refused.remaining, False
@@ -238,3 +235,20 @@ def estimate_query(
         "request_id": audit.request_id,
     }
     return respond(session, audit, payload)
+
+
+def _affordable(
+    session: Session, prepared: query_service.PreparedQuery, principal: AuthenticatedPrincipal, audit: AuditContext
+) -> float:
+    space = prepared.budget
+    return budget_service.check_affordable(
+        session,
+        prepared.grant,
+        principal_id=principal.id,
+        dataset=prepared.plan.dataset,
+        unit_space=space.unit_space,
+        caps=space.caps,
+        epsilon=prepared.epsilon,
+        now=audit.started_at,
+        delta=prepared.delta,
+    )

@@ -285,3 +285,116 @@ def test_an_unreachable_database_is_refused_before_anything_is_spent(
     with pytest.raises(SourceUnavailable):
         sources.relation_for("payments", dataset)
     sources.close()
+
+
+def test_a_quoted_field_may_span_lines_and_is_one_record(tmp_path: Path) -> None:
+    """Read line by line, one person's remark with line breaks became rows of other people."""
+    forged = 'p9,"a remark\nv0,A,1000\nv1,A,1000\nend",5'
+    dataset = _csv(tmp_path, [*BASE, forged])
+    store = _store(tmp_path)
+    report = store.ensure("payments", dataset)
+    assert report is not None
+    assert report.records_spanning_lines == 1
+    assert report.rows_rejected == 0
+    assert [row[0] for row in _rows(store)] == ["p1", "p2", "p3", "p9"]
+
+
+def test_an_unclosed_quote_spoils_only_its_own_line(tmp_path: Path) -> None:
+    dataset = _csv(tmp_path, ['p9,"A,1.0', *BASE])
+    store = _store(tmp_path)
+    report = store.ensure("payments", dataset)
+    assert report is not None
+    assert report.rows_rejected == 1
+    assert [row[0] for row in _rows(store)] == ["p1", "p2", "p3"]
+
+
+def test_a_header_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    dataset = _csv(tmp_path, BASE, header="\ufeffperson,wijk,amount")
+    store = _store(tmp_path)
+    store.ensure("payments", dataset)
+    assert len(_rows(store)) == 3
+
+
+def test_a_unit_must_be_written_in_its_canonical_form(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text(
+        CATALOG.format(kind="csv").replace(
+            "person: {type: string, kind: identifier}", "person: {type: integer, kind: identifier}"
+        )
+    )
+    (tmp_path / "payments.csv").write_text("person,wijk,amount\n7,A,1\n007,A,2\n8,B,3\n")
+    dataset = load_catalog(tmp_path / "catalog.yaml").dataset("payments")
+    assert dataset is not None
+    store = _store(tmp_path)
+    report = store.ensure("payments", dataset)
+    assert report is not None
+    assert report.rows_without_unit == 1
+    assert _rows(store) == [(7, "A", 1.0), (8, "B", 3.0)]
+
+
+def _parquet(tmp_path: Path, table: pa.Table) -> DatasetSpec:
+    (tmp_path / "catalog.yaml").write_text(CATALOG.format(kind="parquet"))
+    pq.write_table(table, tmp_path / "payments.parquet")
+    dataset = load_catalog(tmp_path / "catalog.yaml").dataset("payments")
+    assert dataset is not None
+    return dataset
+
+
+def test_parquet_values_of_any_plain_type_never_fail_the_file(tmp_path: Path) -> None:
+    """Invalid UTF-8 inside a dictionary or a string view, and a timestamp beyond any date, failed the
+    whole ingestion (every query 503) where the file without that one value ingested."""
+    bad = pa.array([b"A", b"\xff", b"B"], type=pa.binary()).view(pa.string())
+    table = pa.table(
+        {
+            "person": pa.array(["p1", "p2", "p3"]).cast(pa.string_view()),
+            "wijk": bad.dictionary_encode(),
+            "amount": pa.array([1.5, 2.5, 3.5]),
+            "when": pa.array([0, 2**62, -(2**62)], type=pa.timestamp("ms")),
+        }
+    )
+    catalog = CATALOG.format(kind="parquet") + "      when: {type: date}\n"
+    (tmp_path / "catalog.yaml").write_text(catalog)
+    pq.write_table(table, tmp_path / "payments.parquet")
+    dataset = load_catalog(tmp_path / "catalog.yaml").dataset("payments")
+    assert dataset is not None
+    store = _store(tmp_path)
+    report = store.ensure("payments", dataset)
+    assert report is not None
+    assert report.values_nulled == {"wijk": 1}
+    rows = _rows(store)
+    assert [row[:3] for row in rows] == [("p1", "A", 1.5), ("p2", None, 2.5), ("p3", "B", 3.5)]
+    assert [row[3] for row in rows][1:] == [None, None]
+
+
+def test_a_parquet_column_of_a_nested_type_refuses_the_file_from_its_schema(tmp_path: Path) -> None:
+    dataset = _parquet(tmp_path, pa.table({"person": ["p1"], "wijk": pa.array([["A"]]), "amount": pa.array([1.0])}))
+    with pytest.raises(IngestionFailed, match="nested"):
+        _store(tmp_path).ensure("payments", dataset)
+
+
+def test_a_query_never_reads_a_snapshot_made_under_another_catalog_entry(tmp_path: Path) -> None:
+    """The snapshot of max_contributions 3 answered for a catalog saying 1 (noise for one row, five
+    times the privacy loss) when re-ingestion failed, or another process ingested under another catalog."""
+    from gateway.data.sources import Sources
+    from gateway.exceptions import SourceUnavailable
+
+    dataset = _csv(tmp_path, [*BASE, "p1,A,1.0", "p1,A,1.0"])
+    store = _store(tmp_path)
+    store.ensure("payments", dataset)
+    sources = Sources(snapshots=store)
+    assert sources.relation_for("payments", dataset).bounded
+    stricter = dataset.model_copy(update={"max_contributions": 1})
+    (tmp_path / "payments.csv").unlink()  # and re-ingestion fails
+    with pytest.raises(IngestionFailed):
+        store.ensure("payments", stricter)
+    with pytest.raises(SourceUnavailable):
+        sources.relation_for("payments", stricter)
+    sources.close()
+
+
+def test_a_snapshot_made_with_the_planted_bug_is_never_current(tmp_path: Path) -> None:
+    dataset = _csv(tmp_path, BASE)
+    store = _store(tmp_path)
+    with planted_bug_skip_bounding():
+        store.ensure("payments", dataset)
+    assert store.current_for("payments", dataset) is None
+    assert store.ensure("payments", dataset) is not None  # ingested again, for real

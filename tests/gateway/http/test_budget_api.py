@@ -145,3 +145,33 @@ def test_the_privacy_officer_sees_use_per_space_and_can_filter_on_it(api: Api) -
     ]
     assert _as(api, "privacy_officer", "GET", "/v1/audit/budget?unit_space=residents").json()["budget_use"] == []
     assert "unit_space=person" in (api.events()[-2].query or "")
+
+
+def test_every_grant_in_a_space_binds_whatever_its_period(api: Api) -> None:
+    """A grant of 10 a month beside one of 3 a year allowed 3 + 10 a month: each grant was checked alone,
+    over its own period, against the principal's spends."""
+    yearly = _as(
+        api,
+        "admin",
+        "POST",
+        "/v1/admin/grants",
+        {
+            "subject": "role:analist",
+            "organisation": "sociaal-domein",
+            "dataset": "wmo",
+            "action": "aggregate",
+            "purpose": "jeugdhulp-evaluatie",
+            "legal_basis": "public_task",
+            "legal_basis_text": "Wmo 2015 art. 2.1.1",
+            "epsilon_per_period": 3.0,
+            "budget_period": "year",
+        },
+    )
+    assert yearly.status_code == 201, yearly.text
+    assert _ask(api, DEMO_SQL, 2).status_code == 200
+    refused = _ask(api, DEMO_SQL, 2)  # 4 this year in the space: past the yearly grant's 3
+    assert refused.status_code == 429, refused.text
+    assert "every grant you hold in a space binds" in refused.json()["detail"]
+    assert _ask(api, DEMO_SQL, 1).status_code == 200  # exactly 3
+    statuses = api.spend_statuses()
+    assert statuses == ["released", "released"]  # the refused reservation was rolled back

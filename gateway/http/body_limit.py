@@ -1,0 +1,87 @@
+"""The largest request body the gateway reads: refused (413 ``body_too_large``, audited) from the
+``Content-Length`` header before a byte is read, and, for a body without one, as soon as more arrives than
+allowed. Nothing larger is ever held in memory."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from audit.exceptions import AuditUnavailable
+from gateway.audit_trail import AuditContext, write_refusal
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if started:  # pragma: no cover - a route reads its body before it answers
+                raise
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        status, code = 413, "body_too_large"
+        detail = f"the request body may hold at most {self.max_bytes} bytes"
+        context: AuditContext | None = scope.get("state", {}).get("audit")
+        if context is not None and not context.written:
+            app = scope["app"]
+            try:
+                await anyio.to_thread.run_sync(
+                    write_refusal,
+                    app.state.sessions,
+                    context,
+                    context.finish(decision="deny", reason=code, detail=detail),
+                )
+            except AuditUnavailable:
+                status, code, detail = (
+                    503,
+                    AuditUnavailable.code,
+                    "the request could not be audited, so it is not answered",
+                )
+        body = json.dumps(
+            {"error": code, "detail": detail, "request_id": context.request_id if context else None}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
