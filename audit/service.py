@@ -6,6 +6,7 @@ released answer) commit together or not at all. The service never commits.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -21,6 +22,8 @@ from audit.chain import CANONICAL_VERSION, GENESIS_HASH, event_hash
 from audit.exceptions import AuditUnavailable
 from audit.models import AuditEvent
 from audit.verification import ChainVerification, verify_chain
+
+logger = logging.getLogger("datapoort.audit")
 
 # Any constant works, as long as every gateway process uses the same one: it names the lock that
 # serialises appends on PostgreSQL so the chain stays linear across processes.
@@ -107,7 +110,8 @@ def append_event(session: Session, draft: EventDraft) -> AuditEvent:
         if policy is not None:
             checkpoints.checkpoint_if_due(session, policy, event, head[2], head[3])
     except SQLAlchemyError as exc:
-        raise AuditUnavailable(f"the audit event could not be written: {type(exc).__name__}") from exc
+        logger.error("the audit event could not be written: %s", type(exc).__name__)
+        raise AuditUnavailable("the audit event could not be written") from exc
     return event
 
 

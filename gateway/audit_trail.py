@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +24,8 @@ from audit import service as audit_service
 from audit.exceptions import AuditUnavailable
 from policies import service as policy_service
 from policies.management import Change
+
+logger = logging.getLogger("datapoort.audit_trail")
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -50,6 +53,9 @@ class AuditContext:
     written: bool = False
     key_id: str | None = None
     """The API key the request authenticated with; its last-used time is written with the event."""
+    charged: float | None = None
+    """Epsilon a reservation of this request keeps counting although no answer left (it could not be
+    handed back): recorded as the event's cost, so ledger and event agree."""
 
     @classmethod
     def start(
@@ -103,7 +109,7 @@ class AuditContext:
             decision=decision,
             reason=reason,
             detail=_bounded(detail),
-            privacy_cost=privacy_cost,
+            privacy_cost=privacy_cost if privacy_cost is not None else self.charged,
             rows_released=rows_released,
             response_digest=hashlib.sha256(response_body).hexdigest() if response_body is not None else None,
         )
@@ -116,6 +122,18 @@ def _bounded(text: str | None) -> str | None:
     """A detail can quote a source's message of any length; the event keeps a bounded part of it (NUL
     characters are replaced for every field when the event is written, in ``commit_with_event``)."""
     return None if text is None else text[:_MAX_DETAIL]
+
+
+MAX_QUERY_CHARS = 4_000
+"""The query text an event keeps; a longer one is cut, with its length and SHA-256 kept so the whole can
+still be matched. Events must not be a way to fill the log (a 2.8 MB plan made a 2.8 MB event)."""
+
+
+def capped_query(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_QUERY_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return f"{text[:MAX_QUERY_CHARS]} ... [{len(text)} characters in all, sha256 {digest}]"
 
 
 def _without_nul(draft: audit_service.EventDraft) -> audit_service.EventDraft:
@@ -149,14 +167,15 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
         _end_snapshot(session)
         if context.key_id is not None:
             policy_service.record_key_use(session, context.key_id, draft.occurred_at)
-        draft = _without_nul(draft)
+        draft = _without_nul(replace(draft, query=capped_query(draft.query)))
         if draft.purpose is not None and draft.processing_activity_id is None:
             draft = replace(draft, processing_activity_id=policy_service.register_uri(session, draft.purpose))
         audit_service.append_event(session, draft)
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
-        raise AuditUnavailable(f"the audit event could not be committed: {type(exc).__name__}") from exc
+        logger.error("the audit event could not be committed: %s", type(exc).__name__)
+        raise AuditUnavailable("the audit event could not be committed") from exc
     except AuditUnavailable:
         session.rollback()
         raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from policies import management, service
 from policies.enforcer import bump_version, principal_subject, role_subject
 from policies.exceptions import AuthenticationFailed
 from policies.models import CasbinRule, Organisation, Principal
+
+logger = logging.getLogger("datapoort.tokens")
 
 # Asymmetric algorithms only: with a symmetric one the public JWKS would be the signing secret.
 ALLOWED_ALGORITHMS = frozenset(
@@ -131,7 +134,9 @@ def verify(token: str, config: OidcConfig, keys: SigningKeys) -> TokenIdentity:
     except jwt.InvalidIssuerError as exc:
         raise AuthenticationFailed("the bearer token is not from the configured identity provider") from exc
     except (jwt.PyJWTError, ValueError) as exc:
-        raise AuthenticationFailed(f"the bearer token is not valid ({type(exc).__name__})") from exc
+        # The library's reason stays in the log: a caller learns only that the token was not accepted.
+        logger.info("bearer token refused: %s", type(exc).__name__)
+        raise AuthenticationFailed("the bearer token is not valid (signature, issuer, audience or time)") from exc
     return _identity(claims, config)
 
 

@@ -28,7 +28,17 @@ def _serve(settings: Settings) -> None:
     except CatalogError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        server_header=False,
+        # X-Forwarded-For only from the proxies the operator names: otherwise any local client could
+        # choose the client address its audit events record.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+    )
 
 
 @db_app.command("upgrade")

@@ -10,6 +10,7 @@ drawn from it means anything.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def _pick(
 
 def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd", row_group_size=256_000)
+    os.chmod(path, 0o600)  # synthetic, but shaped like the real thing: BSNs, names, addresses
 
 
 def _residents(rng: np.random.Generator, geo: Geography, count: int) -> dict[str, np.ndarray[Any, Any]]:
@@ -219,7 +221,7 @@ def generate(directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int =
     """Write the Voorbeeldstad Parquet files and their catalog into ``directory``."""
     if residents < 1:
         raise ValueError("residents must be at least 1")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     geo = _geography(rng)
     people = _residents(rng, geo, residents)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,7 +28,7 @@ from gateway.keys.pseudonym_secrets import load_master_secrets
 from gateway.keys.snapshot_seed import load_or_create_seed
 from gateway.settings import Settings
 from gateway.state import GatewayState
-from gateway.store.database import create_state_engine, session_factory
+from gateway.store.database import create_state_engine, make_private, session_factory
 from policies import budget as budget_service
 from policies.enforcer import PolicyEngine
 
@@ -72,6 +73,21 @@ def snapshot_store(settings: Settings) -> SnapshotStore:
     )
 
 
+def _warn_readable_sources(state: GatewayState) -> None:
+    """Source files are the operator's; a file others can read is said loudly (not refused: the gateway
+    cannot know who else is meant to read it), and documented in README."""
+    for name, dataset in state.catalog.datasets.items():
+        path = dataset.source.path
+        if path is None:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.warning("the file of dataset %s is readable by other users than the gateway's; chmod 600 it", name)
+
+
 def _warn_unbounded_spaces(state: GatewayState) -> None:
     """A unit space without a longer cap renews its period cap for ever: allowed, but said loudly."""
     for name in sorted({state.catalog.unit_space_of(dataset) for dataset in state.catalog.datasets}):
@@ -111,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
+        make_private(settings.state_database_url)
+        _warn_readable_sources(state)
         if state.sources.snapshots is not None:  # files new or changed since the last start
             ingest_catalog(
                 state.sources.snapshots,

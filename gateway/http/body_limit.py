@@ -14,10 +14,6 @@ from audit.exceptions import AuditUnavailable
 from gateway.audit_trail import AuditContext, write_refusal
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -32,28 +28,31 @@ class BodyLimit:
             await self._refuse(scope, send)
             return
         received = 0
-        started = False
+        started = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
+                if received > self.max_bytes and not started:
+                    # Answer now and tell the app the client has gone: it stops reading, and whatever it
+                    # would still send is dropped.
+                    refused = True
+                    await self._refuse(scope, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if started:  # pragma: no cover - a route reads its body before it answers
-                raise
-            await self._refuse(scope, send)
+        await self.app(scope, counting_receive, guarded_send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         status, code = 413, "body_too_large"

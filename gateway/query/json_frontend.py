@@ -107,6 +107,26 @@ def measure_condition(raw: object) -> tuple[int, int]:
     return deepest, connectives
 
 
+MAX_CONDITION_VALUES = 2_000
+"""The most constants a plan's condition may hold: with the body limit, planning stays in milliseconds
+and megabytes (a plan of 201 IN lists of 1,000 values took 4.4 s and 650 MB)."""
+
+
+def count_values(raw: object) -> int:
+    """The constants of a raw condition (IN lists count each value), without recursion."""
+    total = 0
+    pending: list[object] = [raw]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            values = node.get("values")
+            total += len(values) if isinstance(values, list) else 1
+            pending.extend(value for key, value in node.items() if key in ("and", "or", "not"))
+    return total
+
+
 class JsonPlan(_Model):
     dataset: Name
     group_by: Annotated[list[Name], Field(max_length=8)] = []
@@ -121,6 +141,9 @@ class JsonPlan(_Model):
         """Checked on the raw document, before validation recurses into it."""
         if isinstance(raw, dict) and "where" in raw:
             check_nesting(*measure_condition(raw["where"]))
+            values = count_values(raw["where"])
+            if values > MAX_CONDITION_VALUES:
+                raise InvalidQuery(f"the condition holds {values} values; at most {MAX_CONDITION_VALUES}")
         return raw
 
 

@@ -15,7 +15,9 @@ wait for a connection; a wait is bounded by ``pool_timeout`` all the same.
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -92,6 +94,17 @@ _HOLDS_WRITER = "datapoort_holds_writer"
 
 
 SNAPSHOT_OPTION = "datapoort_snapshot"
+
+
+def make_private(url: str) -> None:
+    """An SQLite state file (and its WAL and shared-memory files, which SQLite creates with the file's
+    mode) readable by its owner only: it holds keys' hashes, grants, budgets and the audit log."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            os.chmod(file, 0o600)
 
 
 def read_snapshot(session: Session) -> None:

@@ -175,7 +175,7 @@ def run_query(
         failure = audit.finish(
             decision="error",
             reason=getattr(exc, "code", "internal_error"),
-            detail=getattr(exc, "message", type(exc).__name__),
+            detail=getattr(exc, "message", "an unexpected error occurred; it has been logged"),
             privacy_cost=prepared.epsilon,
         )
         commit_with_event(session, audit, failure)
@@ -193,17 +193,20 @@ def run_query(
         # Fail closed: the answer was ready but has no event, so it does not leave; only a 503 does,
         # whatever the data. Hand the reservation back (best effort: if the state database refuses this
         # too, it stays counted).
-        _cancel_reservation(state, spend_id)
+        if not _cancel_reservation(state, spend_id):
+            audit.charged = prepared.epsilon
         raise
 
 
-def _cancel_reservation(state: GatewayState, spend_id: int) -> None:
+def _cancel_reservation(state: GatewayState, spend_id: int) -> bool:
     try:
         with state.sessions() as refund:
             budget_service.cancel(refund, spend_id)
             refund.commit()
     except SQLAlchemyError:
         logger.exception("a reservation could not be handed back after an audit failure; it stays counted")
+        return False
+    return True
 
 
 @router.post(

@@ -320,7 +320,7 @@ def test_a_request_records_when_its_key_was_last_used(api: Api) -> None:
 
 
 def test_health_and_docs(api: Api) -> None:
-    assert api.client.get("/healthz").json() == {"status": "ok", "datasets": 5}
+    assert api.client.get("/healthz").json() == {"status": "ok"}
     assert api.client.get("/docs").status_code == 200
     assert "/v1/query" in api.client.get("/openapi.json").json()["paths"]
 
@@ -329,3 +329,45 @@ def test_unknown_routes_are_a_json_404(api: Api) -> None:
     response = api.client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_answers_carry_security_headers_and_no_server_name(api: Api) -> None:
+    response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.1})
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_readiness_names_what_is_not_ready(api: Api) -> None:
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 503  # the test gateway has no signing key
+    assert set(ready.json()["problems"]) == {"audit_signing_key"}
+    (api.settings.snapshot_dir / "wmo.json").unlink()
+    assert set(api.client.get("/readyz").json()["problems"]) == {"audit_signing_key", "dataset:wmo"}
+
+
+def test_a_reservation_that_stays_counted_is_the_cost_its_event_records(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the answer's event failed and the reservation could not be handed back either, the refusal's
+    event said the request cost nothing while the ledger kept counting it."""
+    from sqlalchemy.exc import OperationalError
+
+    from audit.exceptions import AuditUnavailable
+    from gateway.http.routers import query as query_routes
+    from policies import budget
+
+    def answer_not_audited(*args: object, **kwargs: object) -> None:
+        raise AuditUnavailable("the audit event could not be committed")
+
+    def refund_refused(*args: object, **kwargs: object) -> None:
+        raise OperationalError("DELETE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(query_routes, "respond", answer_not_audited)
+    monkeypatch.setattr(budget, "cancel", refund_refused)
+    response = api.query(api.keys["analyst"], {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.25})
+    assert response.status_code == 503
+    assert api.spend_statuses() == ["reserved"]  # counted: it could not be handed back
+    event = api.events()[-1]
+    assert (event.decision, event.reason, event.privacy_cost) == ("error", "audit_unavailable", 0.25)
