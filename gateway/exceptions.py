@@ -65,3 +65,9 @@ class ConfigurationError(GatewayError):
 
 class SourceUnavailable(GatewayError):
     code = "source_unavailable"
+
+
+class StatementTimeout(SourceUnavailable):
+    """The statement ran past its deadline and was stopped (after the read began: it stays charged)."""
+
+    code = "statement_timeout"

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=120, description="How long a write to the state DB waits for the writer (SQLite)."
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="The largest request body accepted.")
+    statement_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An aggregate statement (DuckDB or PostgreSQL) is stopped after this long; it stays charged.",
+    )
     default_query_epsilon: float = Field(default=0.5, gt=0, description="Epsilon a query costs when it names none.")
     max_query_epsilon: float = Field(default=2.0, gt=0, description="The most a single query may spend.")
     default_query_delta: float = Field(

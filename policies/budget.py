@@ -32,18 +32,18 @@ it is handed back only when the audit event cannot be written, because then noth
 
 from __future__ import annotations
 
+import decimal
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, text, update
+from sqlalchemy import CursorResult, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from policies.exceptions import BudgetExhausted
-from policies.models import BudgetSpend, Grant
+from policies.models import BudgetSpend, BudgetTotal, Grant
 
 PERIODS = ("month", "year")
 """The periods of a grant's allowance."""
@@ -110,25 +110,100 @@ def grant_allowance(grant: Grant) -> Allowance:
     return Allowance(grant.epsilon_per_period, grant.budget_period, grant.delta_per_period or 0.0)
 
 
+EVERYONE = "*"
+"""The principal of the totals that count everyone's spends (the caps)."""
+_EXACT = decimal.Context(prec=400)
+"""Exact for sums of the epsilons and deltas a query can carry (binary floats of limited range)."""
+
+
+def _exact(value: float) -> decimal.Decimal:
+    return decimal.Decimal(value)  # the binary float's exact value
+
+
+def _buckets(principal_id: str, moment: datetime) -> list[tuple[str, str]]:
+    """The totals one spend adds to: the principal's month and year, everyone's month, year and lifetime."""
+    month, year = period_of("month", moment), period_of("year", moment)
+    return [(principal_id, month), (principal_id, year), (EVERYONE, month), (EVERYONE, year), (EVERYONE, LIFETIME)]
+
+
 @dataclass(frozen=True, slots=True)
-class _Spend:
-    principal_id: str
-    dataset: str
-    epsilon: float
-    delta: float
-    spent_at: datetime
+class _Total:
+    epsilon: decimal.Decimal = decimal.Decimal(0)
+    delta: decimal.Decimal = decimal.Decimal(0)
 
 
-def _spends(session: Session, *, unit_space: str, since: datetime, principal_id: str | None) -> list[_Spend]:
-    statement = select(
-        BudgetSpend.principal_id, BudgetSpend.dataset, BudgetSpend.epsilon, BudgetSpend.delta, BudgetSpend.spent_at
-    ).where(BudgetSpend.unit_space == unit_space, BudgetSpend.spent_at >= since)
-    if principal_id is not None:
-        statement = statement.where(BudgetSpend.principal_id == principal_id)
-    return [
-        _Spend(principal, dataset, float(epsilon), float(delta), spent_at)
-        for principal, dataset, epsilon, delta, spent_at in session.execute(statement)
-    ]
+def _totals(session: Session, unit_space: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], _Total]:
+    """The running totals of ``keys`` (principal or ``*``, period bucket): one indexed read."""
+    rows = session.execute(
+        select(BudgetTotal.principal_id, BudgetTotal.period, BudgetTotal.epsilon, BudgetTotal.delta).where(
+            BudgetTotal.unit_space == unit_space,
+            tuple_(BudgetTotal.principal_id, BudgetTotal.period).in_(list(dict.fromkeys(keys))),
+        )
+    )
+    found = {
+        (principal, period): _Total(decimal.Decimal(epsilon), decimal.Decimal(delta))
+        for principal, period, epsilon, delta in rows
+    }
+    return {key: found.get(key, _Total()) for key in keys}
+
+
+def _add(
+    session: Session, unit_space: str, principal_id: str, moment: datetime, epsilon: float, delta: float, sign: int
+) -> None:
+    """Add (``sign`` 1) or take back (-1) one spend in every total it counts in; under the space's lock."""
+    keys = _buckets(principal_id, moment)
+    existing = {
+        (row.principal_id, row.period): row
+        for row in session.scalars(
+            select(BudgetTotal).where(
+                BudgetTotal.unit_space == unit_space,
+                tuple_(BudgetTotal.principal_id, BudgetTotal.period).in_(keys),
+            )
+        )
+    }
+    # Exact both ways: even a negation rounds in the default context (28 digits).
+    combine = _EXACT.add if sign > 0 else _EXACT.subtract
+    for principal, period in keys:
+        row = existing.get((principal, period))
+        if row is None:
+            row = BudgetTotal(
+                unit_space=unit_space, principal_id=principal, period=period, epsilon="0", delta="0", spends=0
+            )
+            session.add(row)
+        row.epsilon = str(combine(decimal.Decimal(row.epsilon), _exact(epsilon)))
+        row.delta = str(combine(decimal.Decimal(row.delta), _exact(delta)))
+        row.spends += sign
+    session.flush()
+
+
+def rebuild_totals(session: Session, unit_spaces: Sequence[str]) -> None:
+    """Recompute the totals of these spaces from their ledger entries (after entries moved between
+    spaces, or to fill the table the first time); in the caller's transaction, under the spaces' locks."""
+    for unit_space in sorted(set(unit_spaces)):
+        _lock_space(session, unit_space)
+        session.execute(delete(BudgetTotal).where(BudgetTotal.unit_space == unit_space))
+        sums: dict[tuple[str, str], list[decimal.Decimal]] = {}
+        statement = select(
+            BudgetSpend.principal_id, BudgetSpend.epsilon, BudgetSpend.delta, BudgetSpend.spent_at
+        ).where(BudgetSpend.unit_space == unit_space)
+        for principal_id, epsilon, delta, spent_at in session.execute(statement):
+            for key in _buckets(principal_id, spent_at):
+                total = sums.setdefault(key, [decimal.Decimal(0), decimal.Decimal(0), decimal.Decimal(0)])
+                total[0] = _EXACT.add(total[0], _exact(float(epsilon)))
+                total[1] = _EXACT.add(total[1], _exact(float(delta)))
+                total[2] += 1
+        session.add_all(
+            BudgetTotal(
+                unit_space=unit_space,
+                principal_id=principal,
+                period=period,
+                epsilon=str(epsilon),
+                delta=str(delta),
+                spends=int(count),
+            )
+            for (principal, period), (epsilon, delta, count) in sums.items()
+        )
+        session.flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,46 +270,34 @@ class BudgetState:
 @dataclass(frozen=True, slots=True)
 class _Ledger:
     state: BudgetState
-    mine: list[_Spend]
-    """The principal's spends in the space in its grant's period."""
-    everyone: list[list[_Spend]]
-    """Per cap, in the order of ``state.caps``: everyone's spends in the space since the cap's start."""
-
-
-def _epsilons(spends: Sequence[_Spend]) -> list[float]:
-    return [spend.epsilon for spend in spends]
-
-
-def _deltas(spends: Sequence[_Spend]) -> list[float]:
-    return [spend.delta for spend in spends]
+    mine: _Total
+    everyone: tuple[_Total, ...]
+    principal_id: str
 
 
 def _ledger(
     session: Session, grant: Grant, principal_id: str, unit_space: str, caps: Sequence[Allowance], now: datetime
 ) -> _Ledger:
     allowance = grant_allowance(grant)
-    mine_since = period_start(allowance.period, now)
-    cap_since = [period_start(cap.period, now) for cap in caps]
-    # One read for every sum: the caps need everyone's spends, the allowance only the principal's.
-    rows = _spends(
-        session,
-        unit_space=unit_space,
-        since=min([mine_since, *cap_since]),
-        principal_id=None if caps else principal_id,
-    )
-    mine = [row for row in rows if row.principal_id == principal_id and row.spent_at >= mine_since]
-    everyone = [[row for row in rows if row.spent_at >= since] for since in cap_since]
+    mine_key = (principal_id, period_of(allowance.period, now))
+    cap_keys = [(EVERYONE, period_of(cap.period, now)) for cap in caps]
+    totals = _totals(session, unit_space, [mine_key, *cap_keys])
+    mine, everyone = totals[mine_key], tuple(totals[key] for key in cap_keys)
     state = BudgetState(
         unit_space=unit_space,
         principal_allowance=allowance,
-        principal_spent=math.fsum(_epsilons(mine)),
-        principal_delta_spent=math.fsum(_deltas(mine)),
+        principal_spent=float(mine.epsilon),
+        principal_delta_spent=float(mine.delta),
         caps=tuple(
-            CapState(cap, math.fsum(_epsilons(spends)), math.fsum(_deltas(spends)))
-            for cap, spends in zip(caps, everyone, strict=True)
+            CapState(cap, float(total.epsilon), float(total.delta)) for cap, total in zip(caps, everyone, strict=True)
         ),
     )
-    return _Ledger(state, mine, everyone)
+    return _Ledger(state, mine, everyone, principal_id)
+
+
+def _with(total: decimal.Decimal, amount: float) -> float:
+    """The total once ``amount`` counts, rounded once: what ``math.fsum`` of every spend would give."""
+    return float(_EXACT.add(total, _exact(amount)))
 
 
 def budget_state(
@@ -271,11 +334,21 @@ def _refuse(message: str, state: BudgetState, cost: Cost) -> BudgetExhausted:
     )
 
 
-def _for_you(unit_space: str, dataset: str, mine: Sequence[_Spend]) -> str:
+def _for_you(session: Session, unit_space: str, dataset: str, principal_id: str, since: datetime) -> str:
     """Where the principal's allowance went: the space and the datasets of the principal's own spends
     in it (the query's among them), so a refusal on one dataset is explained by spends on another.
-    Only the principal's own datasets: naming others' would show datasets it may not see."""
-    datasets = sorted({dataset, *(spend.dataset for spend in mine)})
+    Only the principal's own datasets: naming others' would show datasets it may not see. (Read only
+    when refusing.)"""
+    spent_on = session.scalars(
+        select(BudgetSpend.dataset)
+        .where(
+            BudgetSpend.principal_id == principal_id,
+            BudgetSpend.unit_space == unit_space,
+            BudgetSpend.spent_at >= since,
+        )
+        .distinct()
+    )
+    datasets = sorted({dataset, *spent_on})
     if datasets == [unit_space]:
         return f"on {unit_space!r}"
     return f"in unit space {unit_space!r} (dataset{'s' if len(datasets) > 1 else ''} {', '.join(datasets)})"
@@ -285,35 +358,39 @@ def _the_space(unit_space: str, dataset: str) -> str:
     return f"the dataset {dataset!r}" if unit_space == dataset else f"the unit space {unit_space!r}"
 
 
-def _check(ledger: _Ledger, *, dataset: str, cost: Cost) -> None:
+def _check(session: Session, ledger: _Ledger, *, dataset: str, cost: Cost, now: datetime) -> None:
     state, unit_space = ledger.state, ledger.state.unit_space
     epsilon, delta = cost.epsilon, cost.delta
     allowance = state.principal_allowance
-    mine = _for_you(unit_space, dataset, ledger.mine)
-    if math.fsum([*_epsilons(ledger.mine), epsilon]) > allowance.epsilon:
+
+    def mine() -> str:
+        since = period_start(allowance.period, now)
+        return _for_you(session, unit_space, dataset, ledger.principal_id, since)
+
+    if _with(ledger.mine.epsilon, epsilon) > allowance.epsilon:
         raise _refuse(
             f"this query costs epsilon {epsilon:g} but only {state.principal_remaining:g} is left for you "
-            f"{mine} {_within(allowance.period)}",
+            f"{mine()} {_within(allowance.period)}",
             state,
             cost,
         )
-    if delta > 0 and math.fsum([*_deltas(ledger.mine), delta]) > allowance.delta:
+    if delta > 0 and _with(ledger.mine.delta, delta) > allowance.delta:
         raise _refuse(
             f"this query costs delta {delta:g} (it selects group keys from the data) but only "
-            f"{state.principal_delta_remaining:g} is left for you {mine} {_within(allowance.period)}",
+            f"{state.principal_delta_remaining:g} is left for you {mine()} {_within(allowance.period)}",
             state,
             cost,
         )
     space = _the_space(unit_space, dataset)
-    for cap, spends in zip(state.caps, ledger.everyone, strict=True):
-        if math.fsum([*_epsilons(spends), epsilon]) > cap.allowance.epsilon:
+    for cap, total in zip(state.caps, ledger.everyone, strict=True):
+        if _with(total.epsilon, epsilon) > cap.allowance.epsilon:
             raise _refuse(
                 f"this query costs epsilon {epsilon:g} but {space} has only {cap.remaining:g} left "
                 f"{_within(cap.period)} across all users",
                 state,
                 cost,
             )
-        if delta > 0 and math.fsum([*_deltas(spends), delta]) > cap.allowance.delta:
+        if delta > 0 and _with(total.delta, delta) > cap.allowance.delta:
             raise _refuse(
                 f"this query costs delta {delta:g} but {space} has only {cap.delta_remaining:g} left "
                 f"{_within(cap.period)} across all users",
@@ -337,7 +414,7 @@ def check_affordable(
     """Raise ``BudgetExhausted`` unless (``epsilon``, ``delta``) on ``dataset`` fits both the grant's
     allowance and every cap of the dataset's unit space; return the epsilon left before it."""
     ledger = _ledger(session, grant, principal_id, unit_space, caps, now)
-    _check(ledger, dataset=dataset, cost=Cost(epsilon, delta))
+    _check(session, ledger, dataset=dataset, cost=Cost(epsilon, delta), now=now)
     return ledger.state.remaining
 
 
@@ -347,15 +424,11 @@ def _after(ledger: _Ledger, cost: Cost) -> BudgetState:
     return BudgetState(
         unit_space=state.unit_space,
         principal_allowance=state.principal_allowance,
-        principal_spent=math.fsum([*_epsilons(ledger.mine), cost.epsilon]),
-        principal_delta_spent=math.fsum([*_deltas(ledger.mine), cost.delta]),
+        principal_spent=_with(ledger.mine.epsilon, cost.epsilon),
+        principal_delta_spent=_with(ledger.mine.delta, cost.delta),
         caps=tuple(
-            CapState(
-                cap.allowance,
-                math.fsum([*_epsilons(spends), cost.epsilon]),
-                math.fsum([*_deltas(spends), cost.delta]),
-            )
-            for cap, spends in zip(state.caps, ledger.everyone, strict=True)
+            CapState(cap.allowance, _with(total.epsilon, cost.epsilon), _with(total.delta, cost.delta))
+            for cap, total in zip(state.caps, ledger.everyone, strict=True)
         ),
     )
 
@@ -378,7 +451,7 @@ def _record(
     allowance = grant_allowance(grant)
     _lock_space(session, unit_space)
     ledger = _ledger(session, grant, principal_id, unit_space, caps, now)
-    _check(ledger, dataset=dataset, cost=cost)
+    _check(session, ledger, dataset=dataset, cost=cost, now=now)
     entry = BudgetSpend(
         principal_id=principal_id,
         dataset=dataset,
@@ -393,6 +466,7 @@ def _record(
     )
     session.add(entry)
     session.flush()
+    _add(session, unit_space, principal_id, now, cost.epsilon, cost.delta, 1)
     return entry, _after(ledger, cost)
 
 
@@ -469,7 +543,15 @@ def cancel(session: Session, spend_id: int) -> None:
     audit event could not be written: the gateway answered 503 whatever the data, so nothing about the
     data was released. In the caller's (separate) transaction; if that fails too, the reservation stays
     and counts, which errs on the safe side."""
-    session.execute(delete(BudgetSpend).where(BudgetSpend.id == spend_id, BudgetSpend.status == RESERVED))
+    entry = session.scalars(
+        select(BudgetSpend).where(BudgetSpend.id == spend_id, BudgetSpend.status == RESERVED)
+    ).one_or_none()
+    if entry is None:
+        return
+    _lock_space(session, entry.unit_space)
+    _add(session, entry.unit_space, entry.principal_id, entry.spent_at, entry.epsilon, entry.delta, -1)
+    session.delete(entry)
+    session.flush()
 
 
 def settle(session: Session, spend_id: int, outcome: str) -> None:
@@ -502,7 +584,10 @@ def assign_unit_spaces(session: Session, spaces: Mapping[str, str]) -> int:
             .values(unit_space=unit_space)
             .execution_options(synchronize_session=False)
         )
-        moved += cast(CursorResult[Any], result).rowcount
+        count = cast(CursorResult[Any], result).rowcount
+        if count:
+            rebuild_totals(session, [unit_space, *datasets])
+        moved += count
     return moved
 
 

@@ -122,6 +122,23 @@ class Grant(PoliciesBase):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class BudgetTotal(PoliciesBase):
+    """A running total of the ledger: what one principal (or, as ``*``, everyone) spent in a unit space
+    in one period bucket (``2026-12``, ``2026`` or ``lifetime``), kept in the transaction of every spend,
+    so a reservation reads five rows whatever the history. Sums are exact decimals of the spends' binary
+    floats (text: SQLite has no exact decimal), so the test against a limit is the same as ``math.fsum``
+    over every spend."""
+
+    __tablename__ = "budget_total"
+
+    unit_space: Mapped[str] = mapped_column(String(128), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    epsilon: Mapped[str] = mapped_column(Text)
+    delta: Mapped[str] = mapped_column(Text)
+    spends: Mapped[int] = mapped_column(Integer)
+
+
 class BudgetSpend(PoliciesBase):
     """One entry of the privacy-budget ledger: (epsilon, delta) spent by a principal on a dataset.
 

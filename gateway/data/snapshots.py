@@ -23,8 +23,8 @@ read off the timing). So a file is converted once, when it is registered or chan
 * **Contributions are bounded**: a unit with more than ``max_contributions`` rows keeps that many,
   those with the smallest SHA-256 over a secret seed and the row's own values (as JSON). The choice for
   a unit depends only on its own rows and the secret, so adding or removing one person changes no one
-  else's rows, and which rows are kept cannot be predicted without the seed. It is an aggregate per
-  unit that keeps ``max_contributions`` rows, so its memory does not grow with one unit's rows.
+  else's rows, and which rows are kept cannot be predicted without the seed. (A window over the
+  units, which spills to disk: what must fit in memory grows with the largest unit's rows only.)
 
 Every query then reads a typed, bounded Parquet file with one statement whatever the data, so neither
 the status, nor the text, nor (beyond the file's size) the time of an answer depends on a record. What
@@ -77,6 +77,7 @@ MAX_RECORD_LINES = 64
 """The most physical lines one CSV record (with quoted line breaks) may span."""
 MAX_RECORD_BYTES = 1 << 20
 _ORDINAL = "__datapoort_ordinal"
+_RANK = "__datapoort_rank"
 
 # Test-only: skip the bounding step, so the privacy audit can show that it catches a missing bound.
 # Reachable only from Python (``planted_bug_skip_bounding``), never from a setting or the environment.
@@ -591,16 +592,19 @@ class SnapshotStore:
             kept = f"SELECT {select_columns} FROM typed WHERE {unit} IS NOT NULL"
         else:
             # Per unit, the m rows with the smallest keyed hash of the row's own values (as JSON, so no
-            # two different rows share an encoding): an aggregate holding m rows per unit.
+            # two different rows share an encoding; identical rows tie, and either is the same row). A
+            # window over the units spills to disk beyond the memory limit (an aggregate keeping m rows
+            # per unit did not, and ran out of memory at 1M units).
             kept = (
-                "SELECT unnest(kept, recursive := true) FROM ("
-                f"SELECT arg_min(struct_pack({row}), sha256({seed} || to_json(struct_pack({row}))), {m}) AS kept "
-                f"FROM typed WHERE {unit} IS NOT NULL GROUP BY {unit})"
+                f"SELECT {select_columns} FROM (SELECT *, row_number() OVER (PARTITION BY {unit} "
+                f"ORDER BY sha256({seed} || to_json(struct_pack({row})))) AS {_RANK} "
+                f"FROM typed WHERE {unit} IS NOT NULL) WHERE {_RANK} <= {m}"
             )
         connection = duckdb.connect(":memory:")
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
             connection.execute("SET memory_limit = ?", [self._memory_limit])
+            connection.execute("SET preserve_insertion_order = false")  # order is the keyed hash's anyway
             if self._temp_directory is not None:
                 Path(self._temp_directory).mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.chmod(self._temp_directory, 0o700)  # spilled pages hold raw rows

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.data.catalog import DatasetSpec
 from gateway.data.relations import Relation, ident, raw_relation, snapshot_relation, source_relation
 from gateway.data.snapshots import SnapshotStore
-from gateway.exceptions import CatalogError, SourceUnavailable
+from gateway.exceptions import CatalogError, SourceUnavailable, StatementTimeout
 
 logger = logging.getLogger("datapoort.sources")
 
@@ -37,7 +37,7 @@ _COMPATIBLE: dict[str, tuple[type[sqltypes.TypeEngine[Any]], ...]] = {
     "date": (sqltypes.Date,),
     "boolean": (sqltypes.Boolean,),
 }
-STATEMENT_TIMEOUT_MS = 60_000
+DEFAULT_STATEMENT_SECONDS = 30.0
 
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
@@ -58,7 +58,9 @@ class DuckDBSource:
         temp_directory: str | None = None,
         preserve_order: bool = True,
         threads: int | None = None,
+        statement_seconds: float = DEFAULT_STATEMENT_SECONDS,
     ) -> None:
+        self._statement_seconds = statement_seconds
         self._connection = duckdb.connect(":memory:")
         self._connection.execute("SET memory_limit = ?", [memory_limit])
         if threads is not None:  # each thread holds buffers of its own: fewer threads, less memory
@@ -70,14 +72,22 @@ class DuckDBSource:
         self._lock = threading.Lock()
 
     def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
+        """The statement's rows, or ``StatementTimeout`` once it ran ``statement_seconds``: a deadline
+        set before the data is read, the same whatever the data (the query stays charged)."""
         with self._lock:
             cursor = self._connection.cursor()
+        deadline = threading.Timer(self._statement_seconds, cursor.interrupt)
+        deadline.daemon = True
+        deadline.start()
         try:
             return cursor.execute(sql).fetchall()
+        except duckdb.InterruptException as exc:
+            raise StatementTimeout(f"the query ran longer than {self._statement_seconds:g} s and was stopped") from exc
         except duckdb.Error as exc:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
         finally:
+            deadline.cancel()
             cursor.close()
 
     def stream(self, sql: str, batch_size: int) -> Generator[list[tuple[Any, ...]], None, None]:
@@ -114,7 +124,8 @@ class DuckDBSource:
 class PostgresSource:
     """A PostgreSQL database holding dataset tables; statements run read-only, with a time limit."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, statement_seconds: float = DEFAULT_STATEMENT_SECONDS) -> None:
+        self._statement_ms = int(statement_seconds * 1000)
         self._engine: Engine = create_engine(url, pool_pre_ping=True)
         self._checked: set[str] = set()
         self._lock = threading.Lock()
@@ -159,7 +170,7 @@ class PostgresSource:
         try:
             with self._engine.connect() as connection:
                 connection.execute(text("SET TRANSACTION READ ONLY"))
-                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                connection.execute(text(f"SET LOCAL statement_timeout = {self._statement_ms}"))
                 # Sent as is: through text() a ':name' inside a string constant would become a parameter,
                 # and with an empty parameter set the driver would read '%' as a placeholder.
                 result = connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
@@ -173,7 +184,7 @@ class PostgresSource:
         try:
             with self._engine.connect() as connection:
                 connection.execute(text("SET TRANSACTION READ ONLY"))
-                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                connection.execute(text(f"SET LOCAL statement_timeout = {self._statement_ms}"))
                 result = connection.exec_driver_sql(
                     sql,
                     execution_options={"no_parameters": True, "stream_results": True, "max_row_buffer": batch_size},
@@ -199,8 +210,12 @@ class Sources:
         extract_memory_limit: str = DEFAULT_EXTRACT_MEMORY_LIMIT,
         extract_threads: int = 1,
         snapshots: SnapshotStore | None = None,
+        statement_seconds: float = DEFAULT_STATEMENT_SECONDS,
     ) -> None:
-        self.duckdb = DuckDBSource(memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory)
+        self._statement_seconds = statement_seconds
+        self.duckdb = DuckDBSource(
+            memory_limit=duckdb_memory_limit, temp_directory=duckdb_temp_directory, statement_seconds=statement_seconds
+        )
         # Extracts put each batch in pseudonym order anyway, so the source's order need not be kept.
         self.extract_duckdb = DuckDBSource(
             memory_limit=extract_memory_limit,
@@ -273,7 +288,7 @@ class Sources:
             raise CatalogError(f"the environment variable {variable} with the source's URL is not set")
         with self._lock:
             if url not in self._postgres:
-                self._postgres[url] = PostgresSource(url)
+                self._postgres[url] = PostgresSource(url, statement_seconds=self._statement_seconds)
             return self._postgres[url]
 
     def close(self) -> None:

@@ -60,6 +60,7 @@ def build_state(settings: Settings) -> GatewayState:
             extract_memory_limit=settings.extract_duckdb_memory_limit,
             extract_threads=settings.extract_duckdb_threads,
             snapshots=snapshot_store(settings),
+            statement_seconds=settings.statement_seconds,
         ),
     )
 

@@ -255,3 +255,19 @@ def test_a_source_that_is_not_ready_refuses_before_any_budget_is_reserved(
 
         assert session.scalar(select(func.count()).select_from(BudgetSpend)) == 0
     engine.dispose()
+
+
+def test_a_statement_past_its_deadline_is_stopped() -> None:
+    """A valid 480-group quantile query ran 15 s on 100,000 rows: nothing bounded a statement's time."""
+    import time
+
+    from gateway.data.sources import DuckDBSource
+    from gateway.exceptions import StatementTimeout
+
+    source = DuckDBSource(statement_seconds=0.3)
+    start = time.monotonic()
+    with pytest.raises(StatementTimeout):
+        source.fetch_all("SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE a.range % 7 = b.range")
+    assert time.monotonic() - start < 5
+    assert source.fetch_all("SELECT 1") == [(1,)]  # the connection is fine afterwards
+    source.close()

@@ -98,6 +98,8 @@ def test_the_space_cap_is_shared_with_other_principals(api: Api) -> None:
                 spent_at=now,
             )
         )
+        session.flush()
+        budget.rebuild_totals(session, ["person"])  # as if it had been spent through the ledger
         session.commit()
     refused = _ask(api, DEMO_SQL, 2)
     assert refused.status_code == 429
