@@ -344,7 +344,14 @@ def gateway_on(directory: Path) -> Iterator[Callable[[dict[str, Any]], Any]]:
     from gateway.store.database import create_state_engine, session_factory
     from gateway.store.migrate import upgrade
 
-    settings = Settings(data_dir=directory, catalog=directory / "catalog.yaml", instance="audit", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=directory,
+        catalog=directory / "catalog.yaml",
+        instance="audit",
+        rate_limit_per_second=1e6,  # the audit asks as fast as it can
+        rate_limit_burst=1e6,
+        _env_file=None,
+    )
     engine = create_state_engine(settings.state_database_url)
     upgrade(engine)
     keys = setup.provision(session_factory(engine), directory, instance="audit")

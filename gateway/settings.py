@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=120, description="How long a write to the state DB waits for the writer (SQLite)."
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="The largest request body accepted.")
+    rate_limit_per_second: float = Field(
+        default=20.0, gt=0, description="Requests a second one caller (API key or token user) may make on average."
+    )
+    rate_limit_burst: float = Field(default=40.0, ge=1, description="Requests one caller may make at once.")
     statement_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from audit.db_types import UTCDateTime, new_metadata
@@ -120,6 +120,17 @@ class Grant(PoliciesBase):
     """An export grant: the smallest number of persons an equivalence class of the extract may hold."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RateBucket(PoliciesBase):
+    """The token bucket of one caller's rate limit (an API key, or a principal for a token user), in the
+    state database so that every process of a PostgreSQL deployment shares it."""
+
+    __tablename__ = "rate_bucket"
+
+    caller: Mapped[str] = mapped_column(String(160), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class BudgetTotal(PoliciesBase):

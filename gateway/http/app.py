@@ -21,6 +21,7 @@ from gateway.http.admission import AdmissionControl, OverloadLedger
 from gateway.http.body_limit import BodyLimit
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import RequestContextMiddleware
+from gateway.http.rate_limit import RateLimiter
 from gateway.http.routers import admin, audit, catalog, extract, health, query
 from gateway.keys.audit_signing import checkpoint_policy
 from gateway.keys.identity_provider import TokenAuthority
@@ -146,6 +147,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         app.state.gateway = state
         app.state.sessions = state.sessions
+        app.state.rate_limiter = RateLimiter(
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            engine=state.engine if state.engine.dialect.name == "postgresql" else None,
+        )
         overload.sessions = state.sessions
         overload.start()
         try:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit_trail import AuditContext
 from gateway.http import identity
+from gateway.http.rate_limit import RateLimiter
 from gateway.state import GatewayState
 from gateway.store.database import read_snapshot
 from policies import service as policy_service
@@ -81,6 +82,9 @@ def current_principal(
         with session.no_autoflush:
             state.policy_engine.ensure_current(session)  # the roles recorded are today's, not a cached snapshot's
         context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.take(principal.key_id or f"principal:{principal.id}")
     return principal
 
 

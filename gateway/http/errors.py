@@ -20,6 +20,7 @@ from anonymization import AnonymizationError, InvalidPrivacyParameter
 from audit.exceptions import AuditError, AuditUnavailable
 from gateway import exceptions as gateway_errors
 from gateway.audit_trail import AuditContext, write_refusal
+from gateway.http.rate_limit import RateLimited
 from policies import exceptions as policy_errors
 
 logger = logging.getLogger("datapoort.errors")
@@ -28,6 +29,7 @@ STATUS_BY_EXCEPTION: dict[type[Exception], int] = {
     policy_errors.AuthenticationFailed: 401,
     policy_errors.PolicyDenied: 403,
     policy_errors.BudgetExhausted: 429,
+    RateLimited: 429,
     policy_errors.PolicyConflict: 409,
     policy_errors.UnknownObject: 404,
     gateway_errors.DatasetNotFound: 404,
@@ -83,6 +85,8 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         raise exc
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     extra: dict[str, Any] = {}
     if isinstance(exc, policy_errors.BudgetExhausted):
         extra = {"epsilon_remaining": exc.remaining, "epsilon_requested": exc.requested}

@@ -78,3 +78,38 @@ def test_an_event_keeps_a_bounded_query_text_with_the_hash_of_the_whole(api: Api
     digest = tail.split("sha256 ")[1].rstrip("]")
     assert len(digest) == 64
     assert digest != hashlib.sha256(whole.encode()).hexdigest()  # of the whole text, not of what is kept
+
+
+def test_a_caller_over_its_rate_is_refused_with_retry_after_and_others_are_not(api: Api) -> None:
+    api.client.app.state.rate_limiter.rate = 0.01  # type: ignore[attr-defined]  # no refill during the test
+    burst = int(api.settings.rate_limit_burst)
+    headers = {"Authorization": f"Bearer {api.keys['partner']}"}
+    statuses = [api.client.get("/v1/datasets", headers=headers).status_code for _ in range(burst + 5)]
+    assert statuses[:burst] == [200] * burst
+    assert 429 in statuses[burst:]
+    refused = api.client.get("/v1/datasets", headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    event = api.events()[-1]
+    assert (event.decision, event.reason, event.principal_id) == ("deny", "rate_limited", "zorgpartner-de-brug")
+    other = api.client.get("/v1/datasets", headers={"Authorization": f"Bearer {api.keys['analyst']}"})
+    assert other.status_code == 200
+
+
+def test_the_buckets_are_shared_by_the_processes_of_one_postgresql_state_database(api: Api) -> None:
+    from fastapi.testclient import TestClient
+
+    from gateway.http.app import create_app
+
+    if not api.settings.state_database_url.startswith("postgresql"):
+        assert api.client.app.state.rate_limiter.engine is None  # type: ignore[attr-defined]
+        return
+    api.client.app.state.rate_limiter.rate = 0.01  # type: ignore[attr-defined]
+    headers = {"Authorization": f"Bearer {api.keys['partner']}"}
+    burst = int(api.settings.rate_limit_burst)
+    for _ in range(burst):
+        assert api.client.get("/v1/datasets", headers=headers).status_code == 200
+    with TestClient(create_app(api.settings)) as second:  # another process on the same state database
+        second.app.state.rate_limiter.rate = 0.01  # type: ignore[attr-defined]
+        assert second.get("/v1/datasets", headers=headers).status_code == 429

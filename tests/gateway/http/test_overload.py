@@ -45,6 +45,7 @@ def served(tmp_path: Path, demo_dir: Path, state_db_url: str) -> Iterator[tuple[
         instance="burst",
         worker_threads=4,
         queue_seconds=0.3,
+        rate_limit_burst=1_000,  # this test is about overload, not about one caller's rate
         port=port,
         _env_file=None,  # type: ignore[call-arg]
     )
