@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,6 +48,31 @@ STATUS_BY_EXCEPTION: dict[type[Exception], int] = {
 }
 
 DomainError = gateway_errors.GatewayError | policy_errors.PolicyError | AuditError | AnonymizationError
+
+
+class ErrorBody(BaseModel):
+    """Every refusal and failure: a stable code, a human text, and the request id of its audit event."""
+
+    error: str
+    detail: Any
+    request_id: str | None = None
+
+
+_MEANING = {
+    400: "The question or request is not valid (invalid_query, query_not_supported, unknown_dataset ...)",
+    401: "No valid API key or identity-provider token",
+    403: "Not allowed by the policies, for this purpose",
+    404: "No such object you may see",
+    409: "In conflict with what exists",
+    413: "The request body is larger than allowed",
+    422: "The request does not match its schema",
+    429: "The privacy budget or the rate limit does not allow it",
+    503: "Overloaded, or a part that does not depend on the request is unavailable (nothing was spent)",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": meaning} for status, meaning in _MEANING.items()
+}
+"""What any ``/v1`` route may answer besides its own success, documented in the OpenAPI of every one."""
 
 
 def status_for(exc: Exception) -> int:

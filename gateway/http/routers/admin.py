@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit_trail import AuditContext, describe_change
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.state import GatewayState
 from policies import management
@@ -26,7 +27,7 @@ from policies.exceptions import UnknownObject
 from policies.models import Principal
 from policies.service import AuthenticatedPrincipal
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 READ = [Depends(audited_as("admin:read"))]
 WRITE = [Depends(audited_as("admin"))]
 _REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}

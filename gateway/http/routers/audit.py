@@ -15,6 +15,7 @@ from audit import review
 from audit.service import verify_log
 from gateway.audit_trail import AuditContext, commit_with_event
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.keys.audit_signing import verification_keys
 from gateway.state import GatewayState
@@ -23,7 +24,7 @@ from policies import budget as budget_service
 from policies import service as policy_service
 from policies.management import AUDIT_LOG, OVERSIGHT_ACTION, OVERSIGHT_PURPOSE
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 _REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}, 422: {}}
 Name = Annotated[str | None, Query(max_length=128)]
 

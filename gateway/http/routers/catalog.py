@@ -4,10 +4,11 @@ from fastapi import APIRouter, Depends, Response
 
 from gateway.data import catalog_view
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.store.database import read_snapshot
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=ERROR_RESPONSES)
 
 
 @router.get(

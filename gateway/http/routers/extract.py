@@ -14,19 +14,21 @@ import anyio
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from gateway.audit_trail import commit_with_event
 from gateway.exceptions import InvalidExtract
 from gateway.extract import service as extract_service
 from gateway.extract.formats import MEDIA_TYPES
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.http.routers.audit import oversee
 from gateway.query.json_frontend import Condition, condition_expression, measure_condition
 from gateway.query.sql_frontend import check_nesting
 from policies import service as policy_service
 
-router = APIRouter(prefix="/v1", tags=["extract"])
+router = APIRouter(prefix="/v1", tags=["extract"], responses=ERROR_RESPONSES)
 _REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 404: {}, 422: {}, 503: {}}
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 Purpose = Annotated[str, Field(min_length=1, max_length=128)]
@@ -162,10 +164,18 @@ def reidentify_pseudonym(
 class SubjectRequest(BaseModel):
     """Exactly one of ``bsn`` (looked up in the catalog's person register) and ``privacy_unit_id``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["bsn"], "not": {"required": ["privacy_unit_id"]}},
+                {"required": ["privacy_unit_id"], "not": {"required": ["bsn"]}},
+            ]
+        },
+    )
 
-    bsn: str | None = Field(default=None, pattern=r"^[0-9]{8,9}$")
-    privacy_unit_id: str | None = Field(default=None, min_length=1, max_length=128)
+    bsn: Annotated[str, Field(pattern=r"^[0-9]{8,9}$")] | SkipJsonSchema[None] = None
+    privacy_unit_id: Annotated[str, Field(min_length=1, max_length=128)] | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _one_identifier(self) -> SubjectRequest:

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,7 @@ from audit.exceptions import AuditUnavailable
 from gateway.audit_trail import AuditContext, commit_with_event
 from gateway.exceptions import InvalidQuery
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
+from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.query import service as query_service
 from gateway.query.json_frontend import JsonPlan, plan_from_json
@@ -21,7 +23,7 @@ from policies import budget as budget_service
 from policies.exceptions import BudgetExhausted
 from policies.service import AuthenticatedPrincipal
 
-router = APIRouter(prefix="/v1", tags=["query"])
+router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
 logger = logging.getLogger("datapoort.query")
 
 
@@ -33,22 +35,31 @@ class Accuracy(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The one-of rules below, in the OpenAPI too (null is not offered: leave a field out instead).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["sql"], "not": {"required": ["plan"]}},
+                {"required": ["plan"], "not": {"required": ["sql"]}},
+            ],
+            "not": {"required": ["epsilon", "accuracy"]},
+        },
+    )
 
     purpose: str = Field(min_length=1, max_length=128, description="The registered purpose (doelbinding).")
-    sql: Annotated[str, Field(min_length=1, max_length=10_000)] | None = Field(
+    sql: Annotated[str, Field(min_length=1, max_length=10_000)] | SkipJsonSchema[None] = Field(
         default=None, examples=["SELECT wijk, COUNT(*) FROM residents GROUP BY wijk"]
     )
-    plan: JsonPlan | None = Field(default=None, description="The same question as a JSON plan, instead of sql.")
-    epsilon: float | None = Field(
-        default=None, gt=0, strict=True, description="Privacy loss to spend; default set by the gateway."
+    plan: JsonPlan | SkipJsonSchema[None] = Field(
+        default=None, description="The same question as a JSON plan, instead of sql."
     )
-    accuracy: Accuracy | None = Field(default=None, description="Ask for accuracy instead of epsilon.")
-    delta: float | None = Field(
+    epsilon: Annotated[float, Field(gt=0, strict=True)] | SkipJsonSchema[None] = Field(
+        default=None, description="Privacy loss to spend; default set by the gateway."
+    )
+    accuracy: Accuracy | SkipJsonSchema[None] = Field(default=None, description="Ask for accuracy instead of epsilon.")
+    delta: Annotated[float, Field(gt=0, lt=1, strict=True)] | SkipJsonSchema[None] = Field(
         default=None,
-        gt=0,
-        lt=1,
-        strict=True,
         description="Only for a query grouping by a column without public keys (partition selection): the "
         "delta to spend on choosing its groups; default set by the gateway.",
     )
