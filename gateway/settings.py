@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default=None, ge=1, description="/v1 requests run at once per process (default: worker_threads)."
     )
     queue_seconds: float = Field(
-        default=0.5, gt=0, le=30, description="How long a request waits for a slot before 503 overloaded."
+        default=0.25, gt=0, le=30, description="How long a request waits for a slot before 503 overloaded."
     )
     state_write_wait_seconds: float = Field(
         default=5.0, gt=0, le=120, description="How long a write to the state DB waits for the writer (SQLite)."

@@ -30,7 +30,8 @@ from gateway.audit_trail import AuditContext, commit_with_event
 
 logger = logging.getLogger("datapoort.admission")
 OVERLOAD_ACTION = "overload"
-MAX_IDS_PER_EVENT = 2_000
+MAX_IDS_PER_EVENT = 150
+"""So that an event's detail (bounded at 20,000 characters) holds every request id it counts."""
 
 
 @dataclass(slots=True)

@@ -127,3 +127,20 @@ def test_a_burst_is_answered_quickly_and_every_answer_is_audited(
             audited |= {entry["request_id"] for entry in json.loads(event.detail or "{}")["requests"]}
     missing = [(status, request_id) for status, request_id, *_ in answers if request_id not in audited]
     assert missing == []
+
+
+def test_a_long_burst_of_overload_refusals_is_written_in_events_that_keep_every_request_id(
+    tmp_path: Path, state_engine: Any
+) -> None:
+    from gateway.http.admission import MAX_IDS_PER_EVENT, OverloadLedger
+
+    ledger = OverloadLedger(sessions=session_factory(state_engine), instance="burst")
+    ids = [f"{index:032x}" for index in range(5 * MAX_IDS_PER_EVENT + 7)]
+    for request_id in ids:
+        ledger.record(request_id, "/v1/query/estimate", "127.0.0.1")
+    assert ledger.flush() == len(ids)
+    with session_factory(state_engine)() as session:
+        details = list(session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "overload")))
+    assert len(details) == 6
+    kept = [entry["request_id"] for detail in details for entry in json.loads(detail or "{}")["requests"]]
+    assert kept == ids
