@@ -141,7 +141,9 @@ class AdmissionControl:
         request_id = context.request_id if context is not None else None
         if context is not None:
             context.written = True  # counted in the summary event instead
-            self.ledger.record(context.request_id, str(scope["path"])[:256], context.event.client_address)
+            # Short fields, so that MAX_IDS_PER_EVENT entries always fit an event's bounded detail.
+            client = (context.event.client_address or "")[:45] or None
+            self.ledger.record(context.request_id, str(scope["path"])[:64], client)
         body = json.dumps(
             {
                 "error": "overloaded",

@@ -55,7 +55,7 @@ def create_state_engine(
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(write_wait_seconds * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

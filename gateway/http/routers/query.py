@@ -175,6 +175,9 @@ def run_query(
         session, prepared, principal, request_id=audit.request_id, now=audit.started_at
     )
     session.commit()
+    # From here the reservation counts: whatever event this request ends with records its cost, unless
+    # the reservation is handed back below.
+    audit.charged = prepared.epsilon
 
     try:
         answer = query_service.execute(prepared, state.sources)
@@ -204,8 +207,8 @@ def run_query(
         # Fail closed: the answer was ready but has no event, so it does not leave; only a 503 does,
         # whatever the data. Hand the reservation back (best effort: if the state database refuses this
         # too, it stays counted).
-        if not _cancel_reservation(state, spend_id):
-            audit.charged = prepared.epsilon
+        if _cancel_reservation(state, spend_id):
+            audit.charged = None
         raise
 
 

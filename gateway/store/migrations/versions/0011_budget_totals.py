@@ -10,6 +10,7 @@ Revises: 0010
 from __future__ import annotations
 
 import decimal
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -37,7 +38,10 @@ def upgrade() -> None:
     sums: dict[tuple[str, str, str], list[decimal.Decimal]] = {}
     spends = connection.execute(sa.text("SELECT unit_space, principal_id, epsilon, delta, spent_at FROM budget_spend"))
     for unit_space, principal_id, epsilon, delta, spent_at in spends:
-        moment = str(spent_at)  # 'YYYY-MM-DD ...' on both databases
+        # Buckets in UTC, as the ledger makes them: PostgreSQL returns timestamptz in the session's zone.
+        if isinstance(spent_at, datetime) and spent_at.tzinfo is not None:
+            spent_at = spent_at.astimezone(UTC)
+        moment = str(spent_at)  # 'YYYY-MM-DD ...'
         month, year = moment[:7], moment[:4]
         for key in (
             (unit_space, principal_id, month),
