@@ -76,7 +76,6 @@ BATCH_ROWS = 65_536
 MAX_RECORD_LINES = 64
 """The most physical lines one CSV record (with quoted line breaks) may span."""
 MAX_RECORD_BYTES = 1 << 20
-_ORDINAL = "__datapoort_ordinal"
 _RANK = "__datapoort_rank"
 
 # Test-only: skip the bounding step, so the privacy audit can show that it catches a missing bound.
@@ -180,17 +179,15 @@ def _parse(text: str, delimiter: str) -> tuple[str, list[str]]:
     return ("ok", records[0]) if len(records) == 1 else ("bad", [])
 
 
-def _records(lines: Iterator[bytes], delimiter: str, width: int, staging: _Staging) -> Iterator[tuple[int, list[str]]]:
-    """(ordinal, fields) of every record, by the rules in the module docstring."""
-    pending: collections.deque[tuple[int, bytes]] = collections.deque()
-    numbered = enumerate(lines)
+def _records(lines: Iterator[bytes], delimiter: str, width: int, staging: _Staging) -> Iterator[list[str]]:
+    """The fields of every record, by the rules in the module docstring."""
+    pending: collections.deque[bytes] = collections.deque()
 
-    def next_line() -> tuple[int, bytes] | None:
-        return pending.popleft() if pending else next(numbered, None)
+    def next_line() -> bytes | None:
+        return pending.popleft() if pending else next(lines, None)
 
     while (first := next_line()) is not None:
-        ordinal, raw = first
-        line = raw.rstrip(b"\r\n")
+        line = first.rstrip(b"\r\n")
         if not line:
             continue
         staging.rows_read += 1
@@ -202,11 +199,11 @@ def _records(lines: Iterator[bytes], delimiter: str, width: int, staging: _Stagi
             if following is None:
                 break
             consumed.append(following)
-            text += "\n" + following[1].rstrip(b"\r\n").decode("utf-8", errors="surrogateescape")
+            text += "\n" + following.rstrip(b"\r\n").decode("utf-8", errors="surrogateescape")
             status, fields = _parse(text, delimiter)
         if status == "ok" and len(fields) == width:
             staging.spanning += len(consumed) > 1
-            yield ordinal, fields
+            yield fields
             continue
         staging.rows_rejected += 1
         pending.extendleft(reversed(consumed[1:]))  # read again, each as a line of its own
@@ -216,7 +213,7 @@ def _stage_csv(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
     staging = _Staging(target)
     names = list(dataset.columns)
     delimiter = dataset.source.delimiter
-    schema = pa.schema([(name, pa.string()) for name in names] + [(_ORDINAL, pa.int64())])
+    schema = pa.schema([(name, pa.string()) for name in names])
     try:
         handle = open(source, "rb")
     except OSError as exc:
@@ -234,16 +231,15 @@ def _stage_csv(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
             raise IngestionFailed(f"{source}: the header lacks the catalog's columns {missing}")
         positions = [header.index(name) for name in names]
         columns: list[list[str | None]] = [[] for _ in names]
-        ordinals: list[int] = []
 
         def flush() -> None:
-            arrays = [pa.array(values, type=pa.string()) for values in columns]
-            writer.write_batch(pa.record_batch([*arrays, pa.array(ordinals, type=pa.int64())], schema=schema))
+            writer.write_batch(
+                pa.record_batch([pa.array(values, type=pa.string()) for values in columns], schema=schema)
+            )
             for values in columns:
                 values.clear()
-            ordinals.clear()
 
-        for ordinal, fields in _records(iter(handle), delimiter, len(header), staging):
+        for fields in _records(iter(handle), delimiter, len(header), staging):
             for index, position in enumerate(positions):
                 value: str | None = fields[position]
                 if value == "":
@@ -255,8 +251,7 @@ def _stage_csv(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
                         staging.invalid_text[names[index]] = staging.invalid_text.get(names[index], 0) + 1
                         value = None
                 columns[index].append(value)
-            ordinals.append(ordinal)
-            if len(ordinals) >= BATCH_ROWS:
+            if len(columns[0]) >= BATCH_ROWS:
                 flush()
         flush()
     return staging
@@ -356,7 +351,6 @@ def _stage_parquet(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
     if unusable:
         raise IngestionFailed(f"{source}: columns {unusable} are of a nested or unknown type")
     writer: pq.ParquetWriter | None = None
-    ordinal = 0
     try:
         for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=names):
             arrays = []
@@ -365,9 +359,8 @@ def _stage_parquet(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
                 if invalid:
                     staging.invalid_text[name] = staging.invalid_text.get(name, 0) + invalid
                 arrays.append(array)
-            arrays.append(pa.array(range(ordinal, ordinal + batch.num_rows), type=pa.int64()))
-            ordinal += batch.num_rows
-            cleaned = pa.record_batch(arrays, names=[*batch.schema.names, _ORDINAL])
+            staging.rows_read += batch.num_rows
+            cleaned = pa.record_batch(arrays, names=batch.schema.names)
             if writer is None:
                 writer = pq.ParquetWriter(target, cleaned.schema)
             writer.write_batch(cleaned)
@@ -377,10 +370,7 @@ def _stage_parquet(dataset: DatasetSpec, source: str, target: Path) -> _Staging:
         if writer is not None:
             writer.close()
     if writer is None:  # an empty file: a staging file with the right columns and no rows
-        columns = {name: pa.array([], type=pa.string()) for name in names}
-        empty = pa.table({**columns, _ORDINAL: pa.array([], type=pa.int64())})
-        pq.write_table(empty, target)
-    staging.rows_read = ordinal
+        pq.write_table(pa.table({name: pa.array([], type=pa.string()) for name in names}), target)
     return staging
 
 
