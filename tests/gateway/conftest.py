@@ -71,6 +71,15 @@ class Api:
             )
 
 
+def provision_state(url: str, directory: Path, instance: str) -> dict[str, str]:
+    """A migrated state database at ``url`` with the demo principals; their keys (also in ``directory``)."""
+    engine = create_state_engine(url)
+    upgrade(engine)
+    keys = setup.provision(session_factory(engine), directory, instance=instance)
+    engine.dispose()
+    return keys
+
+
 @pytest.fixture(scope="session")
 def demo_snapshots(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's verified snapshots and their seed, ingested once per test session: each ``api``
@@ -90,10 +99,7 @@ def api(state_db_url: str, demo_dir: Path, demo_snapshots: Path, tmp_path: Path)
     )
     shutil.copytree(demo_snapshots / "snapshots", settings.snapshot_dir)
     shutil.copy2(demo_snapshots / DEFAULT_SNAPSHOT_SEED, settings.snapshot_seed_file)
-    engine = create_state_engine(state_db_url)
-    upgrade(engine)
-    keys = setup.provision(session_factory(engine), tmp_path, instance="test")
-    engine.dispose()
+    keys = provision_state(state_db_url, tmp_path, "test")
     add_version(tmp_path / DEFAULT_PSEUDONYM_KEYS)  # the partner's extracts need a master secret
     with TestClient(create_app(settings)) as client:
         yield Api(client=client, keys=keys, settings=settings, demo_dir=demo_dir)

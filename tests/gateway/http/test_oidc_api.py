@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.demo import setup
 from gateway.http.app import create_app
 from gateway.settings import Settings
-from gateway.store.database import create_state_engine, session_factory
-from gateway.store.migrate import upgrade
-from tests.gateway.conftest import DEMO_SQL
+from tests.gateway.conftest import DEMO_SQL, provision_state
 from tests.policies.test_tokens import AUDIENCE, ISSUER, Provider
 
 QUERY = {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.01}
@@ -46,10 +43,7 @@ def oidc(state_db_url: str, demo_dir: Path, tmp_path: Path) -> Iterator[tuple[Te
     handler = type("Jwks", (_Jwks,), {"body": json.dumps(provider.jwks).encode(), "hits": 0})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    engine = create_state_engine(state_db_url)
-    upgrade(engine)
-    keys = setup.provision(session_factory(engine), tmp_path, instance="test")
-    engine.dispose()
+    keys = provision_state(state_db_url, tmp_path, "test")
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=tmp_path,

@@ -20,11 +20,9 @@ from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from audit import checkpoints
-from gateway.demo import setup
 from gateway.http.app import create_app
 from gateway.settings import DEFAULT_SNAPSHOT_SEED, Settings
-from gateway.store.database import create_state_engine, session_factory
-from gateway.store.migrate import upgrade
+from tests.gateway.conftest import provision_state
 
 EXAMPLES = 25
 
@@ -41,10 +39,7 @@ def test_every_operation_answers_as_documented(demo_dir: Path, demo_snapshots: P
         rate_limit_burst=1e9,
         _env_file=None,
     )
-    engine = create_state_engine(gateway_settings.state_database_url)
-    upgrade(engine)
-    keys = setup.provision(session_factory(engine), tmp_path, instance="fuzz")
-    engine.dispose()
+    keys = provision_state(gateway_settings.state_database_url, tmp_path, "fuzz")
     # schemathesis calls the app through a test client that runs its lifespan for each request.
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(gateway_settings))
     headers = {"Authorization": f"Bearer {keys['admin']}"}

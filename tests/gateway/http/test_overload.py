@@ -21,12 +21,10 @@ import uvicorn
 from sqlalchemy import select
 
 from audit.models import AuditEvent
-from gateway.demo import setup
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from gateway.store.database import create_state_engine, session_factory
-from gateway.store.migrate import upgrade
-from tests.gateway.conftest import DEMO_SQL
+from tests.gateway.conftest import DEMO_SQL, provision_state
 
 BURST = 100
 
@@ -49,10 +47,7 @@ def served(tmp_path: Path, demo_dir: Path, state_db_url: str) -> Iterator[tuple[
         port=port,
         _env_file=None,  # type: ignore[call-arg]
     )
-    engine = create_state_engine(state_db_url)
-    upgrade(engine)
-    keys = setup.provision(session_factory(engine), tmp_path, instance="burst")
-    engine.dispose()
+    keys = provision_state(state_db_url, tmp_path, "burst")
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

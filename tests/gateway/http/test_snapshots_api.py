@@ -16,12 +16,10 @@ from typer.testing import CliRunner
 
 from audit.models import AuditEvent
 from gateway.cli import app as cli
-from gateway.demo import setup
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from gateway.store.database import create_state_engine, session_factory
-from gateway.store.migrate import upgrade
-from tests.gateway.conftest import DEMO_SQL, Api
+from tests.gateway.conftest import DEMO_SQL, Api, provision_state
 
 COUNT = {"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 0.25}
 ESTIMATE_PATH = "/v1/query/estimate"
@@ -65,10 +63,7 @@ def fresh_gateway(
     for data in demo_dir.glob("*.parquet"):
         os.symlink(data, tmp_path / data.name)
     settings = Settings(data_dir=tmp_path, catalog=tmp_path / "catalog.yaml", instance="test", _env_file=None)  # type: ignore[call-arg]
-    engine = create_state_engine(settings.state_database_url)
-    upgrade(engine)
-    keys = setup.provision(session_factory(engine), tmp_path, instance="test")
-    engine.dispose()
+    keys = provision_state(settings.state_database_url, tmp_path, "test")
     with TestClient(create_app(settings)) as client:
         yield client, keys, settings
 
