@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from audit.exceptions import AuditUnavailable
 from gateway.audit_trail import AuditContext, commit_with_event
+from gateway.http.errors import send_error
 
 logger = logging.getLogger("datapoort.admission")
 OVERLOAD_ACTION = "overload"
@@ -144,22 +145,5 @@ class AdmissionControl:
             # Short fields, so that MAX_IDS_PER_EVENT entries always fit an event's bounded detail.
             client = (context.event.client_address or "")[:45] or None
             self.ledger.record(context.request_id, str(scope["path"])[:64], client)
-        body = json.dumps(
-            {
-                "error": "overloaded",
-                "detail": "the gateway is at capacity; try again shortly",
-                "request_id": request_id,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"1"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = "the gateway is at capacity; try again shortly"
+        await send_error(send, 503, "overloaded", detail, request_id, [(b"retry-after", b"1")])

@@ -4,14 +4,13 @@ allowed. Nothing larger is ever held in memory."""
 
 from __future__ import annotations
 
-import json
-
 import anyio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit.exceptions import AuditUnavailable
 from gateway.audit_trail import AuditContext, write_refusal
+from gateway.http.errors import send_error
 
 
 class BodyLimit:
@@ -73,14 +72,4 @@ class BodyLimit:
                     AuditUnavailable.code,
                     "the request could not be audited, so it is not answered",
                 )
-        body = json.dumps(
-            {"error": code, "detail": detail, "request_id": context.request_id if context else None}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, code, detail, context.request_id if context else None)

@@ -7,7 +7,9 @@ response becomes 503 ``audit_unavailable`` instead (fail closed).
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from anonymization import AnonymizationError, InvalidPrivacyParameter
 from audit.exceptions import AuditError, AuditUnavailable
@@ -73,6 +76,25 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": meaning} for status, meaning in _MEANING.items()
 }
 """What any ``/v1`` route may answer besides its own success, documented in the OpenAPI of every one."""
+
+
+async def send_error(
+    send: Send, status: int, code: str, detail: str, request_id: str | None, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """The same error body, from ASGI middleware that answers before the app (admission, body limit)."""
+    body = json.dumps({"error": code, "detail": detail, "request_id": request_id}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def status_for(exc: Exception) -> int:
