@@ -47,6 +47,14 @@ def create_state_engine(
             **kwargs,
         )
         writer = threading.Lock()
+        holders: dict[int, dict[Any, Any]] = {}
+        """The raw connections (by id) whose transaction holds ``writer``, with their pool record's info."""
+
+        def _release(dbapi_connection: Any) -> None:
+            info = holders.pop(id(dbapi_connection), None)
+            if info is not None:
+                info.pop(_HOLDS_WRITER, None)
+                writer.release()
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -65,35 +73,52 @@ def create_state_engine(
             if connection.get_execution_options().get(SNAPSHOT_OPTION):
                 connection.exec_driver_sql("BEGIN DEFERRED")
                 return
+            raw = connection.connection.dbapi_connection
             if not writer.acquire(timeout=write_wait_seconds):
                 raise WriterBusy("BEGIN IMMEDIATE", None, TimeoutError("the state database's writer is busy"))
-            connection.info[_HOLDS_WRITER] = True
+            holders[id(raw)] = connection.connection.info
+            connection.connection.info[_HOLDS_WRITER] = id(raw)
             try:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
-                _release(connection)
+                _release(raw)
                 raise
 
-        def _release(connection: Any) -> None:
-            if connection.info.pop(_HOLDS_WRITER, False):
-                writer.release()
+        # SQLAlchemy's "commit" and "rollback" events fire before the database's COMMIT: released there,
+        # the next writer's BEGIN IMMEDIATE would meet SQLite's own lock and sleep in its busy handler.
+        # The dialect's own commit and rollback release it once SQLite has let go.
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def _commit_then_release(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                _release(dbapi_connection)
+
+        def _rollback_then_release(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                _release(dbapi_connection)
+
+        setattr(dialect, "do_commit", _commit_then_release)  # noqa: B010 - this engine's dialect only
+        setattr(dialect, "do_rollback", _rollback_then_release)  # noqa: B010
 
         @event.listens_for(engine, "checkin")
         def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-            # The pool's reset on return rolls back without a "rollback" event: never keep the lock.
-            if record.info.pop(_HOLDS_WRITER, False):
+            # A connection returned (or invalidated, when no raw connection is left) mid-transaction never
+            # keeps the lock.
+            raw_id = record.info.pop(_HOLDS_WRITER, None)
+            if raw_id is not None and holders.pop(raw_id, None) is not None:
                 writer.release()
 
-        event.listen(engine, "commit", _release)
-        event.listen(engine, "rollback", _release)
         return engine
     return create_engine(url, pool_pre_ping=True, **pool, **kwargs)
 
 
-_HOLDS_WRITER = "datapoort_holds_writer"
-
-
 SNAPSHOT_OPTION = "datapoort_snapshot"
+_HOLDS_WRITER = "datapoort_holds_writer"
 
 
 def make_private(url: str) -> None:
