@@ -28,7 +28,7 @@ def _other_writer(engine: Engine) -> BaseException | None:
             with engine.begin() as connection:
                 connection.execute(text("INSERT INTO t VALUES (2)"))
             outcome.append(None)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:  # the test inspects it
             outcome.append(exc)
 
     thread = threading.Thread(target=write)
@@ -52,7 +52,8 @@ def test_the_writer_is_held_until_sqlite_has_ended_the_transaction(engine: Engin
         connection.execute(text("INSERT INTO t VALUES (1)"))
         transaction.commit() if ending == "commit" else transaction.rollback()
     event.remove(engine, ending, probe)
-    assert len(seen) == 1 and isinstance(seen[0], WriterBusy)
+    assert len(seen) == 1
+    assert isinstance(seen[0], WriterBusy)
     assert _other_writer(engine) is None  # released once the transaction ended
 
 
