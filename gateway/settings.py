@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         default_factory=dict, description="Provider role/group -> Datapoort role (JSON); empty: names as they are."
     )
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
+    max_join_contributions: int = Field(
+        default=10,
+        ge=1,
+        le=10_000,
+        description="The most joined rows one person contributes to a join; beyond the product of the "
+        "datasets' max_contributions the statement keeps a random subset of this many.",
+    )
     duckdb_memory_limit: str = Field(
         default="256MB",
         pattern=r"^[0-9]+(\.[0-9]+)?\s?(KB|MB|GB|KiB|MiB|GiB)$",

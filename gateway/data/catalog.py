@@ -176,8 +176,12 @@ class ExportProfile(_Strict):
 
 class DatasetSpec(_Strict):
     description: str = ""
+    kind: Literal["private", "public"] = "private"
+    """``public``: a non-personal reference table (CBS kerncijfers per wijk): no privacy unit, read whole,
+    its values usable as group keys and in post-processing, free of budget when read alone."""
     source: SourceSpec
-    privacy_unit: str
+    privacy_unit: str | None = None
+    """The column naming the person (or household) a row is about; required for a private dataset."""
     unit_space: Annotated[str, Field(pattern=_NAME)] | None = None
     """The privacy-unit space the dataset's units belong to (see ``UnitSpace``); none: its own."""
     max_contributions: Annotated[int, Field(ge=1, le=10_000)] = 1
@@ -191,8 +195,29 @@ class DatasetSpec(_Strict):
     )
     """Per purpose, the columns an extract may hold."""
 
+    @property
+    def unit(self) -> str:
+        """The privacy unit's column (a private dataset always has one)."""
+        if self.privacy_unit is None:
+            raise CatalogError("a public table has no privacy unit")
+        return self.privacy_unit
+
+    @property
+    def public(self) -> bool:
+        return self.kind == "public"
+
     @model_validator(mode="after")
     def _privacy_unit_is_a_column(self) -> DatasetSpec:
+        if self.kind == "public":
+            given = {"privacy_unit", "unit_space", "global_budget", "longer_cap", "exports", "max_contributions"}
+            extra = sorted(given & self.model_fields_set)
+            if extra:
+                raise ValueError(f"a public table has no privacy unit, budget or exports; remove {', '.join(extra)}")
+            if self.actions != ["aggregate"]:
+                raise ValueError("a public table is read (action 'aggregate') only")
+            return self
+        if self.privacy_unit is None:
+            raise ValueError("a private dataset needs privacy_unit")
         if self.privacy_unit not in self.columns:
             raise ValueError(f"privacy_unit {self.privacy_unit!r} is not one of the columns")
         if self.exports and "export" not in self.actions:

@@ -72,6 +72,7 @@ def describe(
     period_cap, *longer = budget.caps
     view: dict[str, Any] = {
         "name": name,
+        "kind": dataset.kind,
         "description": dataset.description,
         "privacy_unit": dataset.privacy_unit,
         "unit_space": budget.unit_space,

@@ -36,7 +36,7 @@ def snapshot_datasets(catalog: Catalog) -> list[str]:
     return sorted(
         name
         for name, dataset in catalog.datasets.items()
-        if "aggregate" in dataset.actions and dataset.source.kind in ("csv", "parquet")
+        if "aggregate" in dataset.actions and dataset.source.kind in ("csv", "parquet") and not dataset.public
     )
 
 

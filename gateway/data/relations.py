@@ -3,7 +3,9 @@ catalog's types, and quoting. Shared by the aggregate and the extract compilers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 
@@ -68,14 +70,24 @@ class Relation:
     bounded: bool
     """Every row has a unit, and no unit more than ``max_contributions`` rows: the statement need not
     bound contributions itself."""
+    postgres_env: str | None = None
+    """For a statement that runs in PostgreSQL: the environment variable holding the database's URL."""
+    inputs: tuple[tuple[str, Callable[[], Any]], ...] = ()
+    """For a DuckDB statement that joins PostgreSQL tables: (name, a function opening an Arrow record
+    batch reader of the table's rows), registered under that name while the statement runs."""
 
 
 def raw_relation(dataset: DatasetSpec) -> Relation:
     """The dataset's source as it is: a PostgreSQL table (typed by the database, checked against the
     catalog) or, for tests and tools, a file read directly."""
     dialect = source_dialect(dataset)
+    postgres = dataset.source.kind == "postgresql"
     return Relation(
-        source_relation(dataset, dialect), dialect, typed=dataset.source.kind == "postgresql", bounded=False
+        source_relation(dataset, dialect),
+        dialect,
+        typed=postgres,
+        bounded=False,
+        postgres_env=dataset.source.url_env if postgres else None,
     )
 
 

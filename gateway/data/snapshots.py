@@ -558,7 +558,7 @@ class SnapshotStore:
         """Type, drop rows without a (canonical) unit, bound, write (0600) and count, in a DuckDB of its own."""
         names = list(dataset.columns)
         staged_types = pq.read_schema(staging)
-        unit_name = dataset.privacy_unit
+        unit_name = dataset.unit
         unit = ident(unit_name, "duckdb")
 
         def typed_column(name: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import duckdb
@@ -24,8 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.data.catalog import DatasetSpec
 from gateway.data.relations import Relation, ident, raw_relation, snapshot_relation, source_relation
+from gateway.data.public_tables import MAX_PUBLIC_ROWS, PublicTable, PublicTables
 from gateway.data.snapshots import SnapshotStore
-from gateway.exceptions import CatalogError, SourceUnavailable, StatementTimeout
+from gateway.exceptions import CatalogError, InvalidQuery, SourceUnavailable, StatementTimeout
 
 logger = logging.getLogger("datapoort.sources")
 
@@ -38,10 +39,23 @@ _COMPATIBLE: dict[str, tuple[type[sqltypes.TypeEngine[Any]], ...]] = {
     "boolean": (sqltypes.Boolean,),
 }
 DEFAULT_STATEMENT_SECONDS = 30.0
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "float": pa.float64(),
+    "date": pa.date32(),
+    "boolean": pa.bool_(),
+}
 
 
 DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
 DEFAULT_EXTRACT_MEMORY_LIMIT = "32MB"
+
+
+def _arrow_array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    if kind == pa.float64():  # PostgreSQL's numeric arrives as Decimal
+        return pa.array([None if value is None else float(value) for value in values], type=kind)
+    return pa.array(list(values), type=kind)
 
 
 class DuckDBSource:
@@ -71,15 +85,22 @@ class DuckDBSource:
             self._connection.execute("SET temp_directory = ?", [temp_directory])
         self._lock = threading.Lock()
 
-    def fetch_all(self, sql: str) -> list[tuple[Any, ...]]:
+    def fetch_all(
+        self, sql: str, inputs: tuple[tuple[str, Callable[[], pa.RecordBatchReader]], ...] = ()
+    ) -> list[tuple[Any, ...]]:
         """The statement's rows, or ``StatementTimeout`` once it ran ``statement_seconds``: a deadline
-        set before the data is read, the same whatever the data (the query stays charged)."""
+        set before the data is read, the same whatever the data (the query stays charged).
+
+        ``inputs`` are streams (a PostgreSQL table's rows) the statement reads under their names: DuckDB
+        consumes them batch by batch, spilling what it must hold beyond ``memory_limit``."""
         with self._lock:
             cursor = self._connection.cursor()
         deadline = threading.Timer(self._statement_seconds, cursor.interrupt)
         deadline.daemon = True
         deadline.start()
         try:
+            for name, reader in inputs:
+                cursor.register(name, reader())
             return cursor.execute(sql).fetchall()
         except duckdb.InterruptException as exc:
             raise StatementTimeout(f"the query ran longer than {self._statement_seconds:g} s and was stopped") from exc
@@ -226,6 +247,66 @@ class Sources:
         self._postgres: dict[str, PostgresSource] = {}
         self._lock = threading.Lock()
         self.snapshots = snapshots
+        self.public = PublicTables(self._fetch_public)
+
+    def _fetch_public(self, dataset: DatasetSpec, sql: str) -> list[tuple[Any, ...]]:
+        if dataset.source.kind == "postgresql":
+            return self._postgres_for(dataset).fetch_all(sql)
+        return self.duckdb.fetch_all(sql)
+
+    def run_relation(self, relation: Relation, sql: str) -> list[tuple[Any, ...]]:
+        """Run a statement compiled for a joined relation, where its dialect says."""
+        if relation.dialect == "postgres":
+            return self._postgres_at(relation.postgres_env or "").fetch_all(sql)
+        return self.duckdb.fetch_all(sql, relation.inputs)
+
+    def run_public(
+        self, sql: str, tables: Mapping[str, tuple[DatasetSpec, PublicTable]]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """A statement over public tables only (``gateway.query.public_query``), each registered as
+        ``__public_<name>``: its column names and at most ``MAX_PUBLIC_ROWS`` rows. Its errors may be
+        quoted: the data is public."""
+        with self.duckdb._lock:
+            cursor = self.duckdb._connection.cursor()
+        deadline = threading.Timer(self._statement_seconds, cursor.interrupt)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            for name, (spec, table) in tables.items():
+                schema = pa.schema([(column, _ARROW_TYPES[spec.columns[column].type]) for column in table.columns])
+                columns = list(zip(*table.rows, strict=True)) if table.rows else [() for _ in table.columns]
+                arrays = [
+                    pa.array(list(values), type=field.type) for values, field in zip(columns, schema, strict=True)
+                ]
+                cursor.register(f"__public_{name}", pa.Table.from_arrays(arrays, schema=schema))
+            result = cursor.execute(sql)
+            names = [column[0] for column in result.description or []]
+            return names, result.fetchmany(MAX_PUBLIC_ROWS)
+        except duckdb.InterruptException as exc:
+            raise StatementTimeout(f"the query ran longer than {self._statement_seconds:g} s and was stopped") from exc
+        except duckdb.Error as exc:
+            raise InvalidQuery(f"the query on public tables failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            deadline.cancel()
+            cursor.close()
+
+    def arrow_reader(self, dataset: DatasetSpec, sql: str, batch_size: int = 50_000) -> pa.RecordBatchReader:
+        """A PostgreSQL table's rows (the typed columns ``sql`` selects, in the catalog's order) as a
+        stream of Arrow batches from a server-side cursor: what a join with a file moves into DuckDB,
+        ``batch_size`` rows at a time."""
+        names = sorted(dataset.columns)
+        schema = pa.schema([(name, _ARROW_TYPES[dataset.columns[name].type]) for name in names])
+        source = self._postgres_for(dataset)
+
+        def batches() -> Generator[pa.RecordBatch, None, None]:
+            for rows in source.stream(sql, batch_size):
+                columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+                yield pa.RecordBatch.from_arrays(
+                    [_arrow_array(column, field.type) for column, field in zip(columns, schema, strict=True)],
+                    schema=schema,
+                )
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     def relation_for(self, name: str, dataset: DatasetSpec) -> Relation:
         """What an aggregate on the dataset reads, checked now, before any budget is reserved, for what
@@ -282,7 +363,9 @@ class Sources:
             )
 
     def _postgres_for(self, dataset: DatasetSpec) -> PostgresSource:
-        variable = dataset.source.url_env or ""
+        return self._postgres_at(dataset.source.url_env or "")
+
+    def _postgres_at(self, variable: str) -> PostgresSource:
         url = os.environ.get(variable)
         if not url:
             raise CatalogError(f"the environment variable {variable} with the source's URL is not set")

@@ -262,6 +262,7 @@ def generate(directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int =
         "poging": rng.random(len(victims)) < 0.35,
     }
     _write(pa.table(inbraak), directory / "woninginbraak.parquet")
+    _write(_kerncijfers(rng, geo, people["wijk"]), directory / "kerncijfers.parquet")
 
     catalog_path = directory / "catalog.yaml"
     catalog_path.write_text(yaml.safe_dump(_catalog(geo), sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -326,6 +327,21 @@ def _record_dataset(
     if exports:
         dataset["exports"] = exports
     return dataset
+
+
+def _kerncijfers(rng: np.random.Generator, geo: Geography, wijk: np.ndarray) -> pa.Table:
+    """CBS-style key figures per wijk (public): inhabitants rounded to fives, as CBS publishes them."""
+    inwoners = np.array([int(np.sum(wijk == code)) for code in geo.wijk_codes])
+    inwoners = (np.round(inwoners / 5) * 5).astype(np.int64)
+    return pa.table(
+        {
+            "wijk": list(geo.wijk_codes),
+            "wijknaam": list(WIJK_NAMES),
+            "inwoners": inwoners,
+            "huishoudens": (inwoners / rng.uniform(1.8, 2.4, size=len(inwoners))).round().astype(np.int64),
+            "oppervlakte_ha": rng.uniform(80, 900, size=len(inwoners)).round(1),
+        }
+    )
 
 
 def _catalog(geo: Geography) -> dict[str, Any]:
@@ -401,6 +417,18 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                 voorziening={"type": "string", "kind": "sensitive", "public_keys": list(WMO_VOORZIENINGEN)},
                 kosten={"type": "integer", "kind": "sensitive", "lower": 0, "upper": 60_000},
             ),
+            "kerncijfers": {
+                "description": "Kerncijfers wijken en buurten (CBS-stijl, openbaar): inwoners, huishoudens, oppervlakte",
+                "kind": "public",
+                "source": {"kind": "parquet", "path": "kerncijfers.parquet"},
+                "columns": {
+                    "wijk": {"type": "string", "description": "CBS wijkcode"},
+                    "wijknaam": {"type": "string"},
+                    "inwoners": {"type": "integer"},
+                    "huishoudens": {"type": "integer"},
+                    "oppervlakte_ha": {"type": "float"},
+                },
+            },
             "woninginbraak": {
                 "description": "Woninginbraken (incl. pogingen) per buurt; privacy unit is het slachtoffer",
                 "source": {"kind": "parquet", "path": "woninginbraak.parquet"},

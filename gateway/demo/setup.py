@@ -87,6 +87,9 @@ GRANTS = (
     (ANALYST, "jeugdzorg", "aggregate", "beleidsinformatie", "public_task", "Jeugdwet art. 2.1", 10.0),
     (ANALYST, "wmo", "aggregate", "beleidsinformatie", "public_task", "Wmo 2015 art. 2.1.1", 10.0),
     (ANALYST, "woninginbraak", "aggregate", "beleidsinformatie", "public_task", "Gemeentewet art. 172", 10.0),
+    # Public reference figures: read, joined and divided by. An aggregate grant carries a budget, but no
+    # query on a public table spends from it (a join spends from its private dataset's).
+    (ANALYST, "kerncijfers", "aggregate", "beleidsinformatie", "public_task", "openbare CBS-statistiek", 1.0),
     (
         PARTNER,
         "jeugdzorg",

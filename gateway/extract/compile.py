@@ -73,7 +73,7 @@ def output_columns(dataset: DatasetSpec, names: list[str]) -> tuple[OutputColumn
     columns = []
     for name in names:
         spec = dataset.columns[name]
-        is_unit = name == dataset.privacy_unit
+        is_unit = name == dataset.unit
         rule = spec.rule if spec.kind == "quasi_identifier" and not is_unit else None
         columns.append(
             OutputColumn(
@@ -94,7 +94,7 @@ def class_columns(dataset: DatasetSpec) -> list[str]:
     a dataset share pseudonyms, so joined together they must not make a class smaller than any alone."""
     profiled = {name for profile in dataset.exports.values() for name in profile.columns}
     return sorted(
-        name for name in profiled if dataset.columns[name].kind == "quasi_identifier" and name != dataset.privacy_unit
+        name for name in profiled if dataset.columns[name].kind == "quasi_identifier" and name != dataset.unit
     )
 
 
@@ -127,9 +127,9 @@ def compile_extract(
     persons whose records have the same multiset of quasi-identifier values form a class, and a class of
     fewer than k persons is suppressed with all its records. Without the unit, each record is its own."""
     dialect = source_dialect(dataset)
-    unit = ident(dataset.privacy_unit, dialect)
+    unit = ident(dataset.unit, dialect)
     quasi = class_columns(dataset)
-    needed = {dataset.privacy_unit, *(column.source for column in columns), *quasi}
+    needed = {dataset.unit, *(column.source for column in columns), *quasi}
     if diverse is not None:
         needed.add(diverse[0])
     if condition is not None:

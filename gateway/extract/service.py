@@ -136,7 +136,7 @@ def prepare_extract(
     for name in columns:
         if name not in profile.columns:
             raise PolicyDenied(f"column {name!r} is not released for purpose {purpose!r}")
-        if dataset.columns[name].kind == "identifier" and name != dataset.privacy_unit:
+        if dataset.columns[name].kind == "identifier" and name != dataset.unit:
             raise PolicyDenied(f"column {name!r} is a direct identifier and is never released")  # pragma: no cover
     if where is not None:
         check_condition(where)
@@ -311,8 +311,8 @@ def _units(
     """The distinct privacy units of a source, typed as an extract reads them (so a CSV's ``007`` is the
     same 7 its pseudonym was made from)."""
     dialect = source_dialect(dataset)
-    unit = ident(dataset.privacy_unit, dialect)
-    typed = typed_projection(dataset, {dataset.privacy_unit, *where_columns}, dialect)
+    unit = ident(dataset.unit, dialect)
+    typed = typed_projection(dataset, {dataset.unit, *where_columns}, dialect)
     condition = f"{unit} IS NOT NULL" + (f" AND {where}" if where else "")
     relation = f"(SELECT {typed} FROM {source_relation(dataset, dialect)}) AS typed"  # noqa: S608
     sql = f"SELECT DISTINCT {unit} FROM {relation} WHERE {condition}"  # noqa: S608
@@ -345,7 +345,7 @@ def reidentify(session: Session, state: GatewayState, *, pseudonym: str, dataset
             batch = pseudonymiser.batch(units)
             for position in np.flatnonzero(batch.fingerprints == np.uint64(fingerprint)):
                 if batch.pseudonyms[int(position)] == pseudonym.lower():
-                    return Reidentified(str(units[int(position)]), dataset.privacy_unit, [
+                    return Reidentified(str(units[int(position)]), dataset.unit, [
                         extract_records.view(record) for record in records
                         if (record.organisation, record.key_version) == (organisation, version)
                     ])  # fmt: skip

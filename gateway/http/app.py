@@ -92,7 +92,8 @@ def _warn_readable_sources(state: GatewayState) -> None:
 
 def _warn_unbounded_spaces(state: GatewayState) -> None:
     """A unit space without a longer cap renews its period cap for ever: allowed, but said loudly."""
-    for name in sorted({state.catalog.unit_space_of(dataset) for dataset in state.catalog.datasets}):
+    private = [name for name, dataset in state.catalog.datasets.items() if not dataset.public]
+    for name in sorted({state.catalog.unit_space_of(dataset) for dataset in private}):
         example = state.catalog.datasets_in(name)[0]
         if len(state.catalog.space_budget(example).caps) < 2 and "aggregate" in state.catalog.datasets[example].actions:
             logger.warning(
@@ -107,7 +108,10 @@ def _check_tables(state: GatewayState) -> None:
     for name, dataset in state.catalog.datasets.items():
         if dataset.source.kind == "postgresql" and "aggregate" in dataset.actions:
             try:
-                state.sources.relation_for(name, dataset)
+                if dataset.public:
+                    state.sources.public.get(name, dataset)
+                else:
+                    state.sources.relation_for(name, dataset)
             except GatewayError as exc:
                 logger.error("dataset %s is not ready: %s", name, exc.message)
 

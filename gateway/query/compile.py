@@ -33,6 +33,7 @@ from gateway.data.relations import (
     string_literal,
     typed_projection,
 )
+from gateway.query.expressions import columns_of, row_sql
 from gateway.query.plan import QueryPlan
 from gateway.query.statistics import (
     AggregatePlan,
@@ -74,6 +75,8 @@ def _statistic_sql(statistic: Statistic, dialect: str) -> str:
     column = required(statistic.column, "the statistic's column")
     if statistic.kind == "count":
         return f"count({ident(column, dialect)})"
+    if statistic.kind == "units":
+        return f"count(DISTINCT {ident(column, dialect)})"
     fixed = required(statistic.fixed_point, "the sum's fixed point")
     clamped = _clamped(column, fixed.lower, fixed.upper, dialect)
     scaled = clamped if fixed.scale == 1 else f"round({clamped} * {fixed.scale})"
@@ -114,9 +117,15 @@ def compile_statistics(
     if select_keys and ROWS not in statistics:
         statistics = (*statistics, ROWS)
     grid = quantile_grid(aggregates)
-    unit = ident(dataset.privacy_unit, dialect)
+    unit = ident(dataset.unit, dialect)
     counted = {aggregate.column for aggregate in plan.aggregates if aggregate.column is not None}
+    derived = {item.name: item for item in plan.derived}
     used = set(plan.group_by) | counted | _condition_columns(plan.where)
+    # Derived columns are computed from the columns they read, in a step of their own after typing.
+    used = (used - set(derived)) | {name for item in derived.values() for name in columns_of(item.expression)}
+    derived_sql = ", ".join(
+        f"{row_sql(item.expression, dataset.columns, dialect)} AS {ident(item.name, dialect)}" for item in plan.derived
+    )
 
     condition = [f"({quoted_condition(plan.where, dialect)})"] if plan.where is not None else []
     outputs = [f"CAST({ident(name, dialect)} AS VARCHAR) AS {ident(name, dialect)}" for name in plan.group_by]
@@ -128,22 +137,29 @@ def compile_statistics(
     keep_public = _public_keys_only(plan, dataset, dialect)
 
     if relation.bounded:
-        names = used or {dataset.privacy_unit}
+        names = used or {dataset.unit}
         columns = ", ".join(ident(name, dialect) for name in sorted(names))
         ctes = [f"typed AS (\n    SELECT {columns}\n    FROM {relation.sql}\n)"]
         rows, row_where = "typed", " AND ".join(condition) or "TRUE"
+        if derived_sql:
+            ctes.append(f"derived AS (\n    SELECT *, {derived_sql}\n    FROM typed\n)")
+            rows = "derived"
     else:
-        names = used | {dataset.privacy_unit}
+        names = used | {dataset.unit}
         projection = (
             ", ".join(ident(name, dialect) for name in sorted(names))
             if relation.typed
             else typed_projection(dataset, names, dialect)
         )
         ctes = [f"typed AS (\n    SELECT {projection}\n    FROM {relation.sql}\n)"]
+        source = "typed"
+        if derived_sql:
+            ctes.append(f"derived AS (\n    SELECT *, {derived_sql}\n    FROM typed\n)")
+            source = "derived"
         # random() is drawn in its own step: DuckDB does not allow a volatile window ordering.
         row_filters = [f"{unit} IS NOT NULL", *condition]
         ctes.append(
-            f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM typed\n"
+            f"shuffled AS (\n    SELECT *, random() AS {_SHUFFLE}\n    FROM {source}\n"
             f"    WHERE {' AND '.join(row_filters)}\n)"
         )
         ctes.append(

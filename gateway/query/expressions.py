@@ -470,7 +470,17 @@ Value = tuple[Any, float | None]
 def evaluate(node: exp.Expression, values: Mapping[str, Value]) -> Value:
     """The value of a checked post-processing expression, with its half-width propagated to first
     order. Arithmetic with NULL, or outside a function's domain, gives NULL (never an error: the values
-    are noisy, and an error would depend on the noise only, but a NULL is the clearer answer)."""
+    are noisy, and an error would depend on the noise only, but a NULL is the clearer answer); so does a
+    result too large for a float."""
+    value, width = _evaluate(node, values)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, None
+    if width is not None and not math.isfinite(width):
+        width = None
+    return value, width
+
+
+def _evaluate(node: exp.Expression, values: Mapping[str, Value]) -> Value:
     if isinstance(node, exp.Column):
         return values[str(node.name)]
     if isinstance(node, exp.Paren):

@@ -99,6 +99,8 @@ class QueryPlan:
     derived: tuple[Derived, ...] = ()
     having: exp.Expression | None = None
     """A condition on released values (output names), applied after noise."""
+    lookups: tuple[tuple[str, str], ...] = ()
+    """(public column, the grouping column its table is joined on): public values read per group."""
 
     @property
     def datasets(self) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ def epsilons_for_accuracy(
     epsilons = []
     for plan in plans:
         function = plan.aggregate.function
-        if function not in ("count", "sum"):
+        if function not in ("count", "units", "sum"):
             raise InvalidQuery(
                 f"an accuracy target fits COUNT and SUM, whose error does not depend on the data; "
                 f"give epsilon for {plan.aggregate.name!r} ({function})"
@@ -172,7 +172,7 @@ def release_aggregate(
         if len(mechanisms.statistics) > 1
         else first.scale,
     }
-    if aggregate.function == "count":
+    if aggregate.function in ("count", "units"):
         report["half_width"] = first.half_width
         return ReleasedAggregate(values=noisy[0], report=report)
     if aggregate.function == "sum":

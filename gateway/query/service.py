@@ -22,7 +22,10 @@ from gateway.data.catalog import Catalog, DatasetSpec, SpaceBudget
 from gateway.data.relations import Relation
 from gateway.data.sources import Sources
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
+from gateway.data.public_tables import PublicTable
 from gateway.query.compile import ROWS, CompiledQuery, compile_statistics
+from gateway.query.joins import DEFAULT_MAX_JOIN_CONTRIBUTIONS, CatalogNames, ResolvedPlan, joined_relation, resolve
+from gateway.query.expressions import Value, evaluate, holds
 from gateway.query.plan import QueryPlan
 from gateway.query.release import (
     AggregateMechanisms,
@@ -55,6 +58,7 @@ class QueryLimits:
     max_groups: int
     default_delta: float = 1e-9
     max_delta: float = 1e-6
+    max_join_contributions: int = DEFAULT_MAX_JOIN_CONTRIBUTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,9 @@ class PreparedQuery:
     max_groups: int = 10_000
     sibling_grants: tuple[Grant, ...] = ()
     """The principal's other aggregate grants in the unit space: their allowances bind too."""
+    relation: Relation | None = None
+    """What the statement reads, when it is not the dataset's own source (a snapshot, a join)."""
+    resolved: ResolvedPlan | None = None
 
     confidence: float = CONFIDENCE
 
@@ -97,6 +104,11 @@ class PreparedQuery:
     def delta(self) -> float:
         return self.selection.delta if self.selection is not None else 0.0
 
+    @property
+    def charged_dataset(self) -> str:
+        """The dataset the spend is booked on: the first private one (a join's share one unit space)."""
+        return self.resolved.private[0] if self.resolved is not None else self.plan.dataset
+
 
 @dataclass(frozen=True, slots=True)
 class QueryAnswer:
@@ -107,14 +119,32 @@ class QueryAnswer:
 
 
 def plan_query(sql: str, catalog: Catalog) -> tuple[QueryPlan, DatasetSpec]:
-    return resolve_dataset(parse_sql(sql), catalog)
+    """For tools and benchmarks: a query without public tables, resolved (see ``resolve_sql``)."""
+    resolved = resolve_sql(sql, catalog)
+    return resolved.plan, resolved.dataset
+
+
+def resolve_sql(
+    sql: str, catalog: Catalog, sources: Sources | None = None, *, max_join_contributions: int = 10
+) -> ResolvedPlan:
+    """Parse and resolve a SQL query: its plan and the dataset its statement reads."""
+    return resolve_plan(parse_sql(sql, CatalogNames(catalog)), catalog, sources, max_join_contributions)
+
+
+def resolve_plan(
+    plan: QueryPlan, catalog: Catalog, sources: Sources | None = None, max_join_contributions: int = 10
+) -> ResolvedPlan:
+    def public_table(name: str, spec: DatasetSpec) -> PublicTable:
+        if sources is None:
+            raise QueryNotSupported("public tables are read through the gateway's sources")
+        return sources.public.get(name, spec)
+
+    return resolve(plan, catalog, public_table=public_table, max_join_contributions=max_join_contributions)
 
 
 def resolve_dataset(plan: QueryPlan, catalog: Catalog) -> tuple[QueryPlan, DatasetSpec]:
-    dataset = catalog.dataset(plan.dataset)
-    if dataset is None or ACTION not in dataset.actions:
-        raise UnknownDataset(f"there is no dataset {plan.dataset!r} that can be aggregated")
-    return plan, dataset
+    resolved = resolve_plan(plan, catalog)
+    return resolved.plan, resolved.dataset
 
 
 def prepare(
@@ -132,15 +162,34 @@ def prepare(
     delta: float | None = None,
     sources: Sources | None = None,
     budget: SpaceBudget,
+    resolved: ResolvedPlan | None = None,
+    catalog: Catalog | None = None,
 ) -> PreparedQuery:
-    """``sources``, when given, says what the statement reads (a file's verified snapshot) and refuses,
-    after authorisation and before anything is spent, a dataset whose source is not ready."""
+    """``sources``, when given, says what the statement reads (a file's verified snapshot, or the join
+    of several) and refuses, after authorisation and before anything is spent, a dataset whose source
+    is not ready. A join is authorised on every dataset it reads and charged to the first private one
+    (all of them share its unit space, and so its budget)."""
+    charged = resolved.private[0] if resolved is not None else plan.dataset
     # Authorise before checking column names, so a caller without a grant cannot probe the schema.
     grant = policy_service.authorize(
-        session, engine, principal, dataset=plan.dataset, action=ACTION, purpose=purpose, now=now
+        session, engine, principal, dataset=charged, action=ACTION, purpose=purpose, now=now
     )
+    if resolved is not None:
+        for other in (*resolved.private[1:], *resolved.public):
+            policy_service.authorize(session, engine, principal, dataset=other, action=ACTION, purpose=purpose, now=now)
     validate_plan(plan, dataset)
-    relation = sources.relation_for(plan.dataset, dataset) if sources is not None else None
+    relation = None
+    if sources is not None and resolved is not None and resolved.joined and catalog is not None:
+        relation = joined_relation(
+            resolved,
+            catalog,
+            relation_for=sources.relation_for,
+            public_table=sources.public.get,
+            arrow_reader=sources.arrow_reader,
+        )
+    elif sources is not None:
+        base = catalog.dataset(plan.dataset) if catalog is not None else None
+        relation = sources.relation_for(plan.dataset, base or dataset)
     siblings = tuple(
         other
         for _, other in policy_service.usable_grants(session, engine, principal, budget.datasets, now=now)
@@ -157,7 +206,7 @@ def prepare(
         relation=relation,
         budget=budget,
     )
-    return replace(prepared, sibling_grants=siblings)
+    return replace(prepared, sibling_grants=siblings, relation=relation, resolved=resolved)
 
 
 def build_release(
@@ -185,7 +234,12 @@ def build_release(
         )
     confidence = accuracy.confidence if accuracy is not None else CONFIDENCE
     try:
-        if accuracy is not None:
+        if not aggregate_plans and not select_keys:
+            # Only public keys are released (GROUP BY without an aggregate): nothing to add noise to.
+            shares, selection_share = [], 0.0
+        elif accuracy is not None:
+            if not aggregate_plans:
+                raise InvalidQuery("an accuracy target applies to aggregates; give epsilon to select groups")
             shares = epsilons_for_accuracy(
                 aggregate_plans,
                 half_width=accuracy.half_width,
@@ -199,7 +253,8 @@ def build_release(
             shares = even_split(parts, limits.default_epsilon if epsilon is None else epsilon)
             selection_share = shares.pop() if select_keys else 0.0
         total = math.fsum([*shares, selection_share] if select_keys else shares)
-        if not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
+        free = not aggregate_plans and not select_keys
+        if not free and not (math.isfinite(total) and MIN_QUERY_EPSILON <= total <= limits.max_epsilon):
             asked = "this accuracy would need" if accuracy is not None else "the query asks for"
             raise InvalidQuery(
                 f"{asked} epsilon {total:g}; a query may spend between {MIN_QUERY_EPSILON:g} and {limits.max_epsilon:g}"
@@ -292,6 +347,8 @@ def execute(prepared: PreparedQuery, sources: Sources) -> QueryAnswer:
 
 def read(prepared: PreparedQuery, sources: Sources) -> list[tuple[Any, ...]]:
     """The exact statistics per group, from the source: the only step that touches the data."""
+    if prepared.resolved is not None and prepared.resolved.joined and prepared.relation is not None:
+        return sources.run_relation(prepared.relation, prepared.compiled.sql)
     return sources.run(prepared.plan.dataset, prepared.dataset, prepared.compiled.sql)
 
 
@@ -313,17 +370,44 @@ def release(prepared: PreparedQuery, rows: list[tuple[Any, ...]]) -> QueryAnswer
         )
     exact, histograms = _exact_statistics(prepared, rows, group_keys)
     released = [release_aggregate(mechanism, exact, histograms) for mechanism in prepared.mechanisms]
+    lookups = prepared.resolved.lookups if prepared.resolved is not None else {}
+    computed = [output for output in plan.outputs if output.kind == "computed"]
     table: list[list[Any]] = []
+    widths: dict[str, list[float | None]] = {output.name: [] for output in computed}
+    kept: list[int] = []
     for index, key in enumerate(group_keys):
-        by_name: dict[str, Any] = dict(zip(plan.group_by, key, strict=True))
-        by_name.update({a.name: released[i].values[index] for i, a in enumerate(plan.aggregates)})
-        table.append([by_name[output.name] for output in plan.outputs])
+        values: dict[str, Value] = {name: (value, 0.0) for name, value in zip(plan.group_by, key, strict=True)}
+        for position, aggregate in enumerate(plan.aggregates):
+            values[aggregate.name] = (released[position].values[index], _half_width(released[position].report, index))
+        for public, group in plan.lookups:
+            value = values[group][0]
+            values[public] = (lookups[public].get(str(value)) if value is not None else None, 0.0)
+        for output in plan.outputs:
+            if output.kind == "computed" and output.expression is not None:
+                values[output.name] = evaluate(output.expression, values)
+                widths[output.name].append(values[output.name][1])
+            elif output.kind == "group":
+                values.setdefault(output.name, values[output.column])
+        # HAVING acts on released values only: post-processing, as ORDER BY and LIMIT below.
+        if plan.having is None or holds(plan.having, values):
+            kept.append(index)
+        table.append(
+            [values[output.column if output.kind != "computed" else output.name][0] for output in plan.outputs]
+        )
     reports = {aggregate.name: released[i].report for i, aggregate in enumerate(plan.aggregates)}
+    for output in computed:
+        reports[output.name] = {
+            "computed": output.expression.sql() if output.expression is not None else "",
+            "half_width": widths[output.name],
+            "approximate_half_width": True,
+            "note": "post-processing of released values (no privacy cost); the half-width is propagated to first "
+            "order, null where no formula is known",
+        }
 
     columns = [output.name for output in plan.outputs]
     # ORDER BY and LIMIT act on released values only: post-processing, no extra privacy cost. Per-row
     # accuracies are reordered with their rows.
-    order = list(range(len(table)))
+    order = kept
     for name, descending in reversed(plan.order_by):
         position = columns.index(name)
         # A group selected from the data may be NULL: it sorts before every value (after, descending).
@@ -334,6 +418,14 @@ def release(prepared: PreparedQuery, rows: list[tuple[Any, ...]]) -> QueryAnswer
         if isinstance(report.get("half_width"), list):
             report["half_width"] = [report["half_width"][row_index] for row_index in order]
     return QueryAnswer(columns=columns, rows=[table[row_index] for row_index in order], reports=reports)
+
+
+def _half_width(report: dict[str, Any], index: int) -> float | None:
+    """One released value's half-width, from its aggregate's report (None: not known, as for a quantile)."""
+    width = report.get("half_width")
+    if isinstance(width, list):
+        return float(width[index]) if width[index] is not None else None
+    return float(width) if isinstance(width, int | float) else None
 
 
 def reserve(
@@ -355,7 +447,7 @@ def reserve(
         session,
         prepared.grant,
         principal_id=principal.id,
-        dataset=prepared.plan.dataset,
+        dataset=prepared.charged_dataset,
         unit_space=prepared.budget.unit_space,
         caps=prepared.budget.caps,
         epsilon=prepared.epsilon,
@@ -421,7 +513,7 @@ def mechanism_report(prepared: PreparedQuery) -> dict[str, dict[str, Any]]:
             "epsilon": built.epsilon,
             "scale": [m.scale for m in built.statistics] if len(built.statistics) > 1 else first.scale,
         }
-        if built.plan.aggregate.function in ("count", "sum"):
+        if built.plan.aggregate.function in ("count", "units", "sum"):
             fixed = built.plan.statistics[0].fixed_point
             report["half_width"] = first.half_width / (fixed.scale if fixed is not None else 1)
         else:

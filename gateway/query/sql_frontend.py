@@ -651,6 +651,7 @@ class _Planner:
             tables=tuple(self.scope.tables) if not self.scope.single else (),
             derived=tuple(self.derived.values()),
             having=condition_after,
+            lookups=tuple(self.lookups.items()),
         )
 
     def _final_name(self, output: OutputColumn) -> str:

@@ -27,7 +27,7 @@ from gateway.data.catalog import ColumnSpec, DatasetSpec
 from gateway.exceptions import QueryNotSupported
 from gateway.query.plan import NUMERIC_FUNCTIONS, Aggregate, QueryPlan
 
-StatisticKind = Literal["rows", "count", "sum", "sumsq"]
+StatisticKind = Literal["rows", "count", "sum", "sumsq", "units"]
 T = TypeVar("T")
 
 
@@ -76,7 +76,7 @@ class Statistic:
 
     def row_bound(self) -> int:
         """The most one row adds to this statistic (in absolute value)."""
-        if self.kind in ("rows", "count"):
+        if self.kind in ("rows", "count", "units"):
             return 1
         if self.fixed_point is None:  # pragma: no cover - sums are always built with a fixed point
             raise ValueError("a sum needs a fixed-point representation")
@@ -117,13 +117,21 @@ class BoundedColumn:
     upper: float
 
 
+def display(dataset: DatasetSpec, name: str | None) -> str:
+    """A column as the analyst wrote it: a derived column's expression, else its name."""
+    if name is None:
+        return "*"
+    spec = dataset.columns.get(name)
+    return spec.description if name.startswith("__e") and spec is not None and spec.description else name
+
+
 def _bounded(dataset: DatasetSpec, aggregate: Aggregate) -> BoundedColumn:
     name = required(aggregate.column, "the aggregate's column")
     column = dataset.columns[name]
     if column.type not in ("integer", "float") or column.lower is None or column.upper is None:
         raise QueryNotSupported(
             f"{aggregate.function.upper()} needs a numeric column with lower and upper bounds in the catalog; "
-            f"{name!r} has none"
+            f"{display(dataset, name)!r} has none"
         )
     if name == dataset.privacy_unit:
         raise QueryNotSupported("aggregating the privacy unit itself is not supported")
@@ -151,6 +159,16 @@ def plan_statistics(plan: QueryPlan, dataset: DatasetSpec) -> tuple[AggregatePla
         if aggregate.function == "count":
             statistic = Statistic("rows") if aggregate.column is None else Statistic("count", aggregate.column)
             plans.append(AggregatePlan(aggregate, (statistic,)))
+            continue
+        if aggregate.function == "units":
+            if aggregate.column != dataset.unit:
+                raise QueryNotSupported(
+                    f"COUNT(DISTINCT ...) counts persons: it takes the privacy unit {dataset.unit!r}, "
+                    f"not {display(dataset, aggregate.column)!r}"
+                )
+            # A person adds at most one to each group's count of persons (and, over all groups, at most
+            # one per row it contributes): the sensitivity of a row count, never more.
+            plans.append(AggregatePlan(aggregate, (Statistic("units", aggregate.column),)))
             continue
         if aggregate.function not in NUMERIC_FUNCTIONS:  # pragma: no cover - the plan type forbids it
             raise QueryNotSupported(f"aggregate {aggregate.function} is not supported")

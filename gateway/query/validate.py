@@ -11,6 +11,7 @@ from sqlglot import exp
 from gateway.data.catalog import ColumnSpec, DatasetSpec
 from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownColumn
 from gateway.query.plan import QueryPlan
+from gateway.query.statistics import display
 
 
 def _column(dataset_name: str, dataset: DatasetSpec, name: str) -> ColumnSpec:
@@ -84,13 +85,23 @@ def validate_plan(plan: QueryPlan, dataset: DatasetSpec) -> None:
     for name in plan.group_by:
         column = _column(plan.dataset, dataset, name)
         if column.kind == "identifier" or name == dataset.privacy_unit:
-            raise QueryNotSupported(f"grouping by identifier column {name!r} would release identifiers")
+            raise QueryNotSupported(
+                f"grouping by identifier column {display(dataset, name)!r} would release identifiers"
+            )
         if column.type == "float":
             # A float's text form differs between sources (2.0 in DuckDB, 2 in PostgreSQL), and a
             # continuous value makes a poor group; the catalog can declare a binned column instead.
-            raise QueryNotSupported(f"grouping by float column {name!r} is not supported; group by a category")
+            raise QueryNotSupported(
+                f"grouping by float column {display(dataset, name)!r} is not supported; group by a category "
+                "(CASE WHEN ... THEN 'band' ...)"
+            )
     for aggregate in plan.aggregates:
         if aggregate.column is not None:
             _column(plan.dataset, dataset, aggregate.column)
     if plan.where is not None:
         check_condition_columns(plan.dataset, dataset, plan.where)
+    for derived in plan.derived:
+        for node in derived.expression.find_all(exp.Column):
+            _column(plan.dataset, dataset, str(node.name))
+        for branch in derived.expression.find_all(exp.If):
+            check_condition_columns(plan.dataset, dataset, branch.this)

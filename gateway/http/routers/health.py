@@ -36,7 +36,10 @@ def get_ready(state: StateDep) -> JSONResponse:
         if "aggregate" not in dataset.actions:
             continue
         try:
-            state.sources.relation_for(name, dataset)
+            if dataset.public:
+                state.sources.public.get(name, dataset)
+            else:
+                state.sources.relation_for(name, dataset)
         except GatewayError:
             problems[f"dataset:{name}"] = "not readable (no current snapshot, or the database does not answer)"
     if state.settings.signing_key_file is None:

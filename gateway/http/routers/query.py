@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -17,11 +19,12 @@ from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.query import service as query_service
 from gateway.query.json_frontend import JsonPlan, plan_from_json
+from gateway.query.public_query import plan_public, public_only
 from gateway.state import GatewayState
 from gateway.store.database import read_snapshot
 from policies import budget as budget_service
 from policies.exceptions import BudgetExhausted
-from policies.service import AuthenticatedPrincipal
+from policies.service import AuthenticatedPrincipal, authorize
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
 logger = logging.getLogger("datapoort.query")
@@ -120,15 +123,20 @@ def _plan_and_price(
     audit: AuditContext,
 ) -> query_service.PreparedQuery:
     audit.event.purpose = body.purpose
+    settings = state.settings
     if body.plan is not None:
         audit.event.query = body.plan.model_dump_json(by_alias=True, exclude_defaults=True)[:10_000]
-        plan, dataset = query_service.resolve_dataset(plan_from_json(body.plan), state.catalog)
+        resolved = query_service.resolve_plan(
+            plan_from_json(body.plan), state.catalog, state.sources, settings.max_join_contributions
+        )
     else:
         audit.event.query = body.sql
-        plan, dataset = query_service.plan_query(body.sql or "", state.catalog)
-    audit.event.dataset = plan.dataset
+        resolved = query_service.resolve_sql(
+            body.sql or "", state.catalog, state.sources, max_join_contributions=settings.max_join_contributions
+        )
+    plan, dataset = resolved.plan, resolved.dataset
+    audit.event.dataset = resolved.private[0]
     audit.event.query = plan.normalised()
-    settings = state.settings
     prepared = query_service.prepare(
         session,
         state.policy_engine,
@@ -146,11 +154,14 @@ def _plan_and_price(
             max_groups=settings.max_groups,
             default_delta=settings.default_query_delta,
             max_delta=settings.max_query_delta,
+            max_join_contributions=settings.max_join_contributions,
         ),
         now=audit.started_at,
         delta=body.delta,
         sources=state.sources,  # a source that is not ready is refused here: before anything is spent
-        budget=state.catalog.space_budget(plan.dataset),
+        budget=state.catalog.space_budget(resolved.private[0]),
+        resolved=resolved,
+        catalog=state.catalog,
     )
     audit.event.legal_basis = prepared.grant.legal_basis
     return prepared
@@ -166,6 +177,8 @@ def _plan_and_price(
 def run_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
+    if body.sql is not None and public_only(body.sql, state.catalog):
+        return _answer_public(body, principal, session, state, audit)
     # The budget is checked once, under the lock, by the reservation below (still before any read).
     prepared = _prepare(body, principal, state, audit)
     # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
@@ -210,6 +223,54 @@ def run_query(
         if _cancel_reservation(state, spend_id):
             audit.charged = None
         raise
+
+
+def _answer_public(
+    body: QueryRequest, principal: AuthenticatedPrincipal, session: Session, state: GatewayState, audit: AuditContext
+) -> Response:
+    """Public tables alone: authorised per table for the purpose, answered exactly, nothing spent."""
+    audit.event.purpose = body.purpose
+    audit.event.query = body.sql
+    query = plan_public(body.sql or "", state.catalog)
+    audit.event.query = query.text
+    audit.event.dataset = query.datasets[0]
+    with state.sessions() as reader:
+        read_snapshot(reader)
+        grants = [
+            authorize(
+                reader, state.policy_engine, principal, dataset=name, action=query_service.ACTION,
+                purpose=body.purpose, now=audit.started_at,
+            )
+            for name in query.datasets
+        ]  # fmt: skip
+        reader.commit()
+    audit.event.legal_basis = grants[0].legal_basis
+    specs = {name: state.catalog.datasets[name] for name in query.datasets}
+    tables = {name: (spec, state.sources.public.get(name, spec)) for name, spec in specs.items()}
+    columns, rows = state.sources.run_public(query.sql, tables)
+    payload = {
+        "columns": columns,
+        "rows": [[_json_value(value) for value in row] for row in rows],
+        "privacy": {
+            "definition": "public reference data: answered exactly, without noise; no budget is spent",
+            "datasets": list(query.datasets),
+            "epsilon_spent": 0.0,
+            "delta_spent": 0.0,
+            "legal_basis": grants[0].legal_basis,
+        },
+        "request_id": audit.request_id,
+    }
+    return respond(session, audit, payload, privacy_cost=0.0, rows_released=len(rows))
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)  # dates, as ISO text
 
 
 def _cancel_reservation(state: GatewayState, spend_id: int) -> bool:
@@ -262,7 +323,7 @@ def _affordable(
         session,
         prepared.grant,
         principal_id=principal.id,
-        dataset=prepared.plan.dataset,
+        dataset=prepared.charged_dataset,
         unit_space=space.unit_space,
         caps=space.caps,
         epsilon=prepared.epsilon,
