@@ -558,4 +558,15 @@ def privacy_report(
     selection = selection_report(prepared)
     if selection is not None:
         report["group_selection"] = selection
+    resolved = prepared.resolved
+    if resolved is not None and resolved.joined:
+        report["privacy_unit"] = prepared.dataset.unit.split(".", 1)[1]
+        report["join"] = {
+            "datasets": list(resolved.private),
+            "public_tables": list(resolved.public),
+            "max_contributions": prepared.dataset.max_contributions,
+            "product_of_max_contributions": resolved.product,
+            "note": "one person's joined rows are at most max_contributions: the product of the datasets' own, "
+            "or the gateway's max_join_contributions where that is lower (then a random subset is kept)",
+        }
     return report

@@ -664,6 +664,7 @@ class _Planner:
             return
         _only(group, {"expressions"}, "GROUP BY")
         aliases = {alias: node for alias, node in items if alias is not None and not isinstance(node, exp.Column)}
+        named = {self.scope.flat(node) for node in group.expressions if isinstance(node, exp.Column)}
         for node in group.expressions:
             if isinstance(node, exp.Literal) and not node.is_string and str(node.this).isdigit():
                 position = int(node.this)
@@ -677,7 +678,7 @@ class _Planner:
                 raise QueryNotSupported("GROUP BY on an aggregate is not supported")
             if isinstance(node, exp.Column):
                 flat = self.scope.flat(node)
-                if self._lookup_candidate(flat):
+                if self._lookup_candidate(flat, named):
                     continue  # a public value of a grouping column's row: read per group, not grouped by
             try:
                 name = self.row(node)
@@ -689,9 +690,10 @@ class _Planner:
                 raise InvalidQuery(f"column {node.sql()!r} appears twice in GROUP BY")
             self.group_by.append(name)
 
-    def _lookup_candidate(self, flat: str) -> bool:
+    def _lookup_candidate(self, flat: str, grouped: set[str]) -> bool:
+        """A public column whose table is joined on a column also grouped by: one value per group."""
         table = self.scope.table_of(flat)
-        return self.scope.is_public(table) and table.on is not None and flat != table.on[1]
+        return self.scope.is_public(table) and table.on is not None and flat != table.on[1] and table.on[0] in grouped
 
     def _group_output(self, node: exp.Expression) -> str | None:
         if isinstance(node, exp.Column):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.gateway.conftest import Api
@@ -39,3 +40,60 @@ def test_analysts_questions_are_answered(api: Api, sql: str) -> None:
     response = ask(api, sql)
     assert response.status_code == 200, response.text
     print(sql, response.json()["columns"], response.json()["rows"][:3])
+
+
+def test_a_join_is_charged_once_to_its_unit_space_and_audited_on_its_datasets(api: Api) -> None:
+    spends = api.spends()
+    response = ask(
+        api,
+        "SELECT r.wijk, COUNT(*) * 1000.0 / k.inwoners AS per_1000, COUNT(*) AS n FROM jeugdzorg j "
+        "JOIN residents r ON j.person_id = r.person_id JOIN kerncijfers k ON r.wijk = k.wijk GROUP BY r.wijk",
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert api.spends() == spends + 1
+    join = body["privacy"]["join"]
+    assert join == {**join, "datasets": ["jeugdzorg", "residents"], "public_tables": ["kerncijfers"]}
+    assert join["max_contributions"] == 3  # jeugdzorg's 3 x residents' 1
+    assert body["privacy"]["epsilon_spent"] == pytest.approx(1.0)
+    rates = body["privacy"]["aggregates"]["per_1000"]
+    assert len(rates["half_width"]) == len(body["rows"])
+    # The rate is the released count over the public figure: post-processing of the same noisy count.
+    figures = pq.read_table(api.demo_dir / "kerncijfers.parquet").to_pydict()
+    inwoners = dict(zip(figures["wijk"], figures["inwoners"], strict=True))
+    for (wijk, rate, count), half_width in zip(body["rows"], rates["half_width"], strict=True):
+        assert rate == pytest.approx(count * 1000.0 / inwoners[wijk])
+        count_width = body["privacy"]["aggregates"]["n"]["half_width"]
+        assert half_width == pytest.approx(count_width * 1000.0 / inwoners[wijk])
+    event = api.events()[-1]
+    assert event.dataset == "jeugdzorg"
+    assert "JOIN residents AS r ON j.person_id = r.person_id" in (event.query or "")
+
+
+def test_a_public_table_alone_is_answered_exactly_and_spends_nothing(api: Api) -> None:
+    spends = api.spends()
+    response = ask(api, "SELECT wijk, inwoners FROM kerncijfers WHERE inwoners > 0 ORDER BY wijk LIMIT 3")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["columns"] == ["wijk", "inwoners"]
+    assert len(body["rows"]) == 3
+    assert body["privacy"]["epsilon_spent"] == 0.0
+    assert api.spends() == spends
+    assert api.events()[-1].dataset == "kerncijfers"
+
+
+@pytest.mark.parametrize(
+    ("sql", "status", "error"),
+    [
+        ("SELECT COUNT(*) FROM jeugdzorg j JOIN residents r ON j.wijk = r.wijk", 400, "query_not_supported"),
+        ("SELECT COUNT(*) FROM kerncijfers k JOIN kerncijfers l ON k.wijk = l.wijk", 200, None),
+        ("SELECT read_csv('/etc/passwd') FROM kerncijfers", 400, "query_not_supported"),
+        ("SELECT nope FROM kerncijfers", 400, "invalid_query"),
+        ("SELECT COUNT(*) FROM jeugdzorg j JOIN bijstand b ON j.person_id = b.person_id", 200, None),
+    ],
+)
+def test_refusals_name_their_reason(api: Api, sql: str, status: int, error: str | None) -> None:
+    response = ask(api, sql)
+    assert response.status_code == status, response.text
+    if error is not None:
+        assert response.json()["error"] == error

@@ -69,7 +69,10 @@ def test_aliases_filters_order_and_limit() -> None:
         ("SELECT COUNT(*) FROM residents a RIGHT JOIN wmo b ON a.person_id = b.person_id", "RIGHT JOIN"),
         ("SELECT COUNT(*) FROM residents a FULL OUTER JOIN wmo b ON a.person_id = b.person_id", "FULL"),
         ("SELECT COUNT(*) FROM residents a JOIN wmo b ON a.person_id < b.person_id", "one equality"),
-        ("SELECT COUNT(*) FROM residents a JOIN wmo b ON a.person_id = b.person_id AND a.wijk = b.wijk", "one equality"),
+        (
+            "SELECT COUNT(*) FROM residents a JOIN wmo b ON a.person_id = b.person_id AND a.wijk = b.wijk",
+            "one equality",
+        ),
         ("SELECT COUNT(*) FROM residents a JOIN wmo b USING (person_id)", "USING"),
         ("SELECT SUM(income / birth_year) FROM residents", "non-zero constant"),
         ("SELECT SUM(CASE WHEN income > 5 THEN income END) FROM residents", "constant"),
