@@ -58,7 +58,7 @@ class PublicTable:
             + ")"
             for row in self.rows
         )
-        return f"(SELECT * FROM (VALUES {rows}) AS __public({names}))"
+        return f"(SELECT * FROM (VALUES {rows}) AS __public({names}))"  # noqa: S608 - quoted constants
 
 
 def _text(value: Any) -> str:

@@ -23,8 +23,8 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.data.catalog import DatasetSpec
-from gateway.data.relations import Relation, ident, raw_relation, snapshot_relation, source_relation
 from gateway.data.public_tables import MAX_PUBLIC_ROWS, PublicTable, PublicTables
+from gateway.data.relations import Relation, ident, raw_relation, snapshot_relation, source_relation
 from gateway.data.snapshots import SnapshotStore
 from gateway.exceptions import CatalogError, InvalidQuery, SourceUnavailable, StatementTimeout
 

@@ -418,7 +418,7 @@ def _catalog(geo: Geography) -> dict[str, Any]:
                 kosten={"type": "integer", "kind": "sensitive", "lower": 0, "upper": 60_000},
             ),
             "kerncijfers": {
-                "description": "Kerncijfers wijken en buurten (CBS-stijl, openbaar): inwoners, huishoudens, oppervlakte",
+                "description": "Kerncijfers wijken (CBS-stijl, openbaar): inwoners, huishoudens, oppervlakte",
                 "kind": "public",
                 "source": {"kind": "parquet", "path": "kerncijfers.parquet"},
                 "columns": {

@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 
 from anonymization import InvalidPrivacyParameter, KeySelection
 from gateway.data.catalog import Catalog, DatasetSpec, SpaceBudget
+from gateway.data.public_tables import PublicTable
 from gateway.data.relations import Relation
 from gateway.data.sources import Sources
-from gateway.exceptions import InvalidQuery, QueryNotSupported, UnknownDataset
-from gateway.data.public_tables import PublicTable
+from gateway.exceptions import InvalidQuery, QueryNotSupported
 from gateway.query.compile import ROWS, CompiledQuery, compile_statistics
-from gateway.query.joins import DEFAULT_MAX_JOIN_CONTRIBUTIONS, CatalogNames, ResolvedPlan, joined_relation, resolve
 from gateway.query.expressions import Value, evaluate, holds
+from gateway.query.joins import DEFAULT_MAX_JOIN_CONTRIBUTIONS, CatalogNames, ResolvedPlan, joined_relation, resolve
 from gateway.query.plan import QueryPlan
 from gateway.query.release import (
     AggregateMechanisms,

@@ -154,7 +154,7 @@ class World:
                 if rows:
                     placeholders = ", ".join(f":{c}" for c in columns)
                     connection.execute(
-                        text(f"INSERT INTO {name} VALUES ({placeholders})"),  # noqa: S608 - test tables
+                        text(f"INSERT INTO {name} VALUES ({placeholders})"),
                         [dict(zip(columns, row, strict=True)) for row in rows],
                     )
         engine.dispose()
@@ -241,7 +241,8 @@ def pg_world(tmp_path: Path, postgres_schema_url: str, monkeypatch: pytest.Monke
 CONSTRUCTS = [
     "SELECT p.area, COUNT(*), SUM(v.cost) FROM visits v JOIN persons p ON v.pid = p.pid GROUP BY p.area",
     "SELECT COUNT(*), COUNT(v.vid), SUM(p.age) FROM persons p LEFT JOIN visits v ON p.pid = v.pid",
-    "SELECT c.kind, COUNT(*) FROM visits v JOIN care c ON v.pid = c.pid JOIN persons p ON p.pid = v.pid GROUP BY c.kind",
+    "SELECT c.kind, COUNT(*) FROM visits v JOIN care c ON v.pid = c.pid JOIN persons p ON p.pid = v.pid "
+    "GROUP BY c.kind",
     "SELECT a.region, COUNT(*) FROM persons p JOIN areas a ON p.area = a.area GROUP BY a.region",
     "SELECT CASE WHEN age < 18 THEN 'kind' WHEN age < 67 THEN 'volwassen' ELSE 'oudere' END AS band, COUNT(*) "
     "FROM persons GROUP BY band",
