@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from gateway.data.catalog import Catalog, load_catalog
 from gateway.data.snapshots import SnapshotStore
 from gateway.data.sources import Sources
 from gateway.query import service as query_service
+from gateway.query.joins import joined_relation
 from gateway.query.validate import validate_plan
 from policies.models import Grant
 
@@ -52,17 +53,28 @@ EPSILON = 1.0
 DELTA = 1e-6
 SEED = bytes(range(32))
 CATALOG = f"""
+unit_spaces:
+  people:
+    global_budget: {{epsilon_per_period: 1000000000, delta_per_period: 0.5}}
 datasets:
   residents:
     source: {{kind: csv, path: residents.csv}}
     privacy_unit: person_id
+    unit_space: people
     max_contributions: {MAX_CONTRIBUTIONS}
-    global_budget: {{epsilon_per_period: 1000000000, delta_per_period: 0.5}}
     columns:
       person_id: {{type: string, kind: identifier}}
       wijk: {{type: string, kind: quasi_identifier, public_keys: [A, B]}}
       pc: {{type: string, kind: quasi_identifier}}
       amount: {{type: integer, kind: sensitive, lower: 0, upper: {UPPER}, quantile_candidates: 101}}
+  visits:
+    source: {{kind: csv, path: visits.csv}}
+    privacy_unit: person_id
+    unit_space: people
+    max_contributions: {MAX_CONTRIBUTIONS}
+    columns:
+      person_id: {{type: string, kind: identifier}}
+      kind: {{type: string, public_keys: [x, y]}}
 """
 MAX_CANDIDATES = 400
 CHOICE_STRICTNESS = 1e-4
@@ -87,6 +99,15 @@ MECHANISMS = [
     Mechanism("variance", "SELECT wijk, VARIANCE(amount) FROM residents GROUP BY wijk", "A"),
     Mechanism("median", "SELECT wijk, MEDIAN(amount) FROM residents GROUP BY wijk", "A"),
     Mechanism("selection", "SELECT pc, COUNT(*) FROM residents GROUP BY pc", "G"),
+    # A join on the privacy unit: the victim's joined rows are bounded by the product of the datasets'
+    # max_contributions (2 x 2), which the sensitivity takes.
+    Mechanism(
+        "join",
+        "SELECT r.wijk, COUNT(*) FROM residents r JOIN visits v ON r.person_id = v.person_id GROUP BY r.wijk",
+        "A",
+    ),
+    # A row-level CASE inside an aggregate: its bounds (0 and 1) come from the constants.
+    Mechanism("case", "SELECT wijk, SUM(CASE WHEN amount > 50 THEN 1 ELSE 0 END) FROM residents GROUP BY wijk", "A"),
 ]
 PAIRS = ("m_rows_at_the_bound", "more_rows_than_allowed")
 
@@ -113,15 +134,29 @@ def victim_rows(count: int) -> list[str]:
     return [f"victim,A,G,{UPPER}"] * count
 
 
+def visit_rows(rows: list[str]) -> list[str]:
+    """Every person's visits: 0, 1 or 2 by the person's number; the victim one per row it has."""
+    visits = []
+    for person in dict.fromkeys(row.split(",", 1)[0] for row in rows):
+        count = sum(1 for row in rows if row.startswith("victim,")) if person == "victim" else hash_count(person)
+        visits += [f"{person},{'xy'[index % 2]}" for index in range(count)]
+    return visits
+
+
+def hash_count(person: str) -> int:
+    return int(person.lstrip("pg") or 0) % 3 if person[:1] in ("p", "g") else 1
+
+
 def write_dataset(directory: Path, rows: list[str]) -> Catalog:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "residents.csv").write_text("person_id,wijk,pc,amount\n" + "\n".join(rows) + "\n")
+    (directory / "visits.csv").write_text("person_id,kind\n" + "\n".join(visit_rows(rows)) + "\n")
     (directory / "catalog.yaml").write_text(CATALOG)
     return load_catalog(directory / "catalog.yaml")
 
 
 def selection_threshold(catalog: Catalog) -> int:
-    prepared = _prepare(catalog, MECHANISMS[-1].sql, relation=None)
+    prepared = _prepare(catalog, next(m.sql for m in MECHANISMS if m.name == "selection"), sources=None)
     assert prepared.selection is not None
     return int(prepared.selection.threshold)
 
@@ -129,11 +164,26 @@ def selection_threshold(catalog: Catalog) -> int:
 # --- the engine path ----------------------------------------------------------------------------------
 
 
-def _prepare(catalog: Catalog, sql: str, relation: Any) -> query_service.PreparedQuery:
-    plan, dataset = query_service.plan_query(sql, catalog)
+def _prepare(catalog: Catalog, sql: str, sources: Sources | None) -> query_service.PreparedQuery:
+    """As the route prepares: the plan resolved (a join into one relation over the snapshots), priced."""
+    resolved = query_service.resolve_sql(sql, catalog, sources)
+    plan, dataset = resolved.plan, resolved.dataset
     validate_plan(plan, dataset)
+    relation = None
+    if sources is not None:
+        relation = (
+            joined_relation(
+                resolved,
+                catalog,
+                relation_for=sources.relation_for,
+                public_table=sources.public.get,
+                arrow_reader=sources.arrow_reader,
+            )
+            if resolved.joined
+            else sources.relation_for(plan.dataset, catalog.datasets[plan.dataset])
+        )
     grant = Grant(id=0, legal_basis="public_task", epsilon_per_period=1e9, budget_period="month")
-    return query_service.build_release(
+    prepared = query_service.build_release(
         plan,
         dataset,
         grant,
@@ -143,8 +193,9 @@ def _prepare(catalog: Catalog, sql: str, relation: Any) -> query_service.Prepare
             default_epsilon=EPSILON, max_epsilon=EPSILON, max_groups=10_000, max_delta=DELTA
         ),
         relation=relation,
-        budget=catalog.space_budget(plan.dataset),
+        budget=catalog.space_budget(resolved.private[0]),
     )
+    return replace(prepared, relation=relation, resolved=resolved)
 
 
 @dataclass(slots=True)
@@ -158,14 +209,14 @@ class Engine:
     def on(cls, directory: Path) -> Engine:
         catalog = load_catalog(directory / "catalog.yaml")
         store = SnapshotStore(directory / "snapshots", SEED)
-        store.ensure("residents", catalog.datasets["residents"])
+        for name in ("residents", "visits"):
+            store.ensure(name, catalog.datasets[name])
         return cls(catalog, Sources(snapshots=store))
 
     def releases(self, mechanism: Mechanism, count: int) -> tuple[np.ndarray, float, float]:
         """``count`` released values of the mechanism's group (fresh noise each), and the declared
         (epsilon, delta) the engine certified for one query."""
-        dataset = self.catalog.datasets["residents"]
-        prepared = _prepare(self.catalog, mechanism.sql, self.sources.relation_for("residents", dataset))
+        prepared = _prepare(self.catalog, mechanism.sql, self.sources)
         rows = query_service.read(prepared, self.sources)  # one read, as one query does
         values = np.empty(count)
         for index in range(count):

@@ -82,6 +82,8 @@ def describe(
         "global_budget": _cap(period_cap),
         "longer_cap": _cap(longer[0]) if longer else None,
     }
+    if dataset.public:  # read exactly and free of budget: no unit, space or caps apply
+        view.update(unit_space=None, max_contributions=None, global_budget=None, longer_cap=None)
     if detail:
         view["columns"] = {column: _column(column, dataset) for column in dataset.columns}
     return view
@@ -107,6 +109,8 @@ def budgets(
     spaces: dict[str, set[str]] = defaultdict(set)
     grants: dict[tuple[str, int], Grant] = {}
     for name, held in visible.items():
+        if catalog.datasets[name].public:
+            continue  # nothing is ever spent on a public table
         space = catalog.unit_space_of(name)
         spaces[space].add(name)
         for grant in held:

@@ -31,7 +31,8 @@ def test_the_demo_catalog_loads(demo_dir: Path) -> None:
     assert residents.columns["wijk"].keys is not None
     assert len(residents.columns["wijk"].keys) == 10
     assert Path(residents.source.path).is_absolute()
-    assert set(catalog.datasets) == {"residents", "bijstand", "jeugdzorg", "wmo", "woninginbraak"}
+    assert set(catalog.datasets) == {"residents", "bijstand", "jeugdzorg", "wmo", "woninginbraak", "kerncijfers"}
+    assert catalog.datasets["kerncijfers"].public
 
 
 def test_an_operators_own_catalog_resolves_paths_and_key_files(tmp_path: Path) -> None:

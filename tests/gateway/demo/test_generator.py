@@ -57,6 +57,8 @@ def test_records_respect_the_catalogs_max_contributions(demo_dir: Path) -> None:
 
     catalog = load_catalog(demo_dir / "catalog.yaml")
     for name, dataset in catalog.datasets.items():
+        if dataset.public:
+            continue
         most = _one(
             f"SELECT max(n) FROM (SELECT COUNT(*) AS n FROM read_parquet('{dataset.source.path}') "
             f"GROUP BY {dataset.privacy_unit})"

@@ -72,7 +72,10 @@ def test_the_budget_view_shows_the_space_its_visible_datasets_and_its_caps(api: 
     assert (partner["epsilon_spent"], partner["epsilon_remaining"]) == (0.0, 3.0)
     assert partner["caps"][0]["epsilon_spent"] == pytest.approx(10.0)
     datasets = _as(api, "analyst", "GET", "/v1/datasets").json()["datasets"]
-    assert {(d["unit_space"], d["global_budget"]["epsilon_per_period"]) for d in datasets} == {("person", 50.0)}
+    private = [d for d in datasets if d["kind"] == "private"]
+    assert {(d["unit_space"], d["global_budget"]["epsilon_per_period"]) for d in private} == {("person", 50.0)}
+    (public,) = [d for d in datasets if d["kind"] == "public"]
+    assert (public["name"], public["unit_space"], public["global_budget"]) == ("kerncijfers", None, None)
     assert datasets[0]["longer_cap"] == {"epsilon_per_period": 200.0, "delta_per_period": 1e-5, "period": "year"}
 
 

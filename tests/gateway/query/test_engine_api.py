@@ -193,7 +193,7 @@ def test_the_catalog_shows_each_caller_only_what_it_may_use(api: Api) -> None:
         return api.client.get(path, headers={"Authorization": f"Bearer {api.keys[key]}"})
 
     analyst = get("/v1/datasets", "analyst").json()["datasets"]
-    assert {d["name"] for d in analyst} == {"residents", "bijstand", "jeugdzorg", "wmo", "woninginbraak"}
+    assert {d["name"] for d in analyst} == {"residents", "bijstand", "jeugdzorg", "wmo", "woninginbraak", "kerncijfers"}
     assert [d["name"] for d in get("/v1/datasets", "partner").json()["datasets"]] == ["jeugdzorg"]
     residents = get("/v1/datasets/residents", "analyst").json()
     assert residents["columns"]["wijk"]["public_keys"][0] == "WK999900"
