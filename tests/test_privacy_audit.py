@@ -41,7 +41,9 @@ COUNT = [mechanism for mechanism in privacy_audit.MECHANISMS if mechanism.name =
 
 def test_every_mechanism_keeps_its_declared_epsilon_on_neighbouring_datasets(tmp_path: Path) -> None:
     findings = privacy_audit.audit(tmp_path, releases=RELEASES, alpha=ALPHA)
-    assert {finding.mechanism for finding in findings} == {"count", "sum", "avg", "variance", "median", "selection"}
+    assert {finding.mechanism for finding in findings} == {
+        "count", "sum", "avg", "variance", "median", "selection", "join", "case",
+    }  # fmt: skip
     assert {finding.pair for finding in findings} == {"m_rows_at_the_bound", "more_rows_than_allowed"}
     broken = [finding for finding in findings if not finding.holds]
     assert broken == []
@@ -71,6 +73,20 @@ def test_the_audit_catches_skipped_bounding(tmp_path: Path) -> None:
         findings = privacy_audit.audit(
             tmp_path, releases=RELEASES, alpha=ALPHA, mechanisms=COUNT, pairs=("more_rows_than_allowed",)
         )
+    assert [finding.holds for finding in findings] == [False], findings
+
+
+def test_the_audit_catches_a_join_priced_as_one_row_per_person(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A join whose bound ignored that one person's rows multiply (sensitivity 1 instead of 2 x 2)."""
+    import gateway.query.joins as joins
+
+    monkeypatch.setattr(joins.math, "prod", lambda _values: 1)
+    join = [mechanism for mechanism in privacy_audit.MECHANISMS if mechanism.name == "join"]
+    findings = privacy_audit.audit(
+        tmp_path, releases=RELEASES, alpha=ALPHA, mechanisms=join, pairs=("m_rows_at_the_bound",)
+    )
     assert [finding.holds for finding in findings] == [False], findings
 
 

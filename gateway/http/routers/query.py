@@ -19,11 +19,12 @@ from gateway.http.errors import ERROR_RESPONSES
 from gateway.http.responses import respond
 from gateway.query import service as query_service
 from gateway.query.json_frontend import JsonPlan, plan_from_json
-from gateway.query.public_query import plan_public, public_only
+from gateway.query.public_query import PublicQuery, plan_public, public_only
 from gateway.state import GatewayState
 from gateway.store.database import read_snapshot
 from policies import budget as budget_service
 from policies.exceptions import BudgetExhausted
+from policies.models import Grant
 from policies.service import AuthenticatedPrincipal, authorize
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
@@ -229,22 +230,7 @@ def _answer_public(
     body: QueryRequest, principal: AuthenticatedPrincipal, session: Session, state: GatewayState, audit: AuditContext
 ) -> Response:
     """Public tables alone: authorised per table for the purpose, answered exactly, nothing spent."""
-    audit.event.purpose = body.purpose
-    audit.event.query = body.sql
-    query = plan_public(body.sql or "", state.catalog)
-    audit.event.query = query.text
-    audit.event.dataset = query.datasets[0]
-    with state.sessions() as reader:
-        read_snapshot(reader)
-        grants = [
-            authorize(
-                reader, state.policy_engine, principal, dataset=name, action=query_service.ACTION,
-                purpose=body.purpose, now=audit.started_at,
-            )
-            for name in query.datasets
-        ]  # fmt: skip
-        reader.commit()
-    audit.event.legal_basis = grants[0].legal_basis
+    query, grants = _authorize_public(body, principal, state, audit)
     specs = {name: state.catalog.datasets[name] for name in query.datasets}
     tables = {name: (spec, state.sources.public.get(name, spec)) for name, spec in specs.items()}
     columns, rows = state.sources.run_public(query.sql, tables)
@@ -261,6 +247,28 @@ def _answer_public(
         "request_id": audit.request_id,
     }
     return respond(session, audit, payload, privacy_cost=0.0, rows_released=len(rows))
+
+
+def _authorize_public(
+    body: QueryRequest, principal: AuthenticatedPrincipal, state: GatewayState, audit: AuditContext
+) -> tuple[PublicQuery, list[Grant]]:
+    audit.event.purpose = body.purpose
+    audit.event.query = body.sql
+    query = plan_public(body.sql or "", state.catalog)
+    audit.event.query = query.text
+    audit.event.dataset = query.datasets[0]
+    with state.sessions() as reader:
+        read_snapshot(reader)
+        grants = [
+            authorize(
+                reader, state.policy_engine, principal, dataset=name, action=query_service.ACTION,
+                purpose=body.purpose, now=audit.started_at,
+            )
+            for name in query.datasets
+        ]  # fmt: skip
+        reader.commit()
+    audit.event.legal_basis = grants[0].legal_basis
+    return query, grants
 
 
 def _json_value(value: Any) -> Any:
@@ -294,6 +302,15 @@ def _cancel_reservation(state: GatewayState, spend_id: int) -> bool:
 def estimate_query(
     body: QueryRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
+    if body.sql is not None and public_only(body.sql, state.catalog):
+        # Public tables are read exactly and for free: nothing to estimate but that.
+        _authorize_public(body, principal, state, audit)
+        free = {
+            "epsilon": 0.0, "delta": 0.0, "confidence": query_service.CONFIDENCE, "aggregates": {},
+            "group_selection": None, "budget": {"unit_space": None, "epsilon_remaining": None, "affordable": True},
+            "request_id": audit.request_id,
+        }  # fmt: skip
+        return respond(session, audit, free)
     prepared = _prepare(body, principal, state, audit)
     space = prepared.budget
     try:
