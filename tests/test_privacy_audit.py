@@ -76,9 +76,7 @@ def test_the_audit_catches_skipped_bounding(tmp_path: Path) -> None:
     assert [finding.holds for finding in findings] == [False], findings
 
 
-def test_the_audit_catches_a_join_priced_as_one_row_per_person(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_audit_catches_a_join_priced_as_one_row_per_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A join whose bound ignored that one person's rows multiply (sensitivity 1 instead of 2 x 2)."""
     import gateway.query.joins as joins
 
