@@ -48,6 +48,8 @@ _DATE_PARTS: dict[str, tuple[str, ...] | None] = {
 MAX_DERIVED_KEYS = 1_000
 """An integer expression with bounds spanning at most this many values has them all as public keys."""
 _MAX_FIXED_POINT = 1e9
+_MAX_INTERMEDIATE = 1e15
+"""The widest any step of a row-level expression may be (far inside 64 bits, exact in a double)."""
 
 
 def construct_name(node: exp.Expression) -> str:
@@ -285,9 +287,15 @@ def _arithmetic(node: exp.Expression, left: _Shape, right: _Shape) -> _Shape:
     else:
         quotients = (a / c, b / c)
         lower, upper = min(quotients), max(quotients)
+    if max(abs(lower), abs(upper)) > _MAX_INTERMEDIATE:
+        # A 64-bit integer would overflow on some rows only: an error that depends on the data.
+        raise QueryNotSupported(
+            f"operator {symbol} could exceed {_MAX_INTERMEDIATE:.0e} within the bounds; narrow them"
+        )
     if kind == "integer":
-        keys = tuple(str(value) for value in range(int(lower), int(upper) + 1))
-        return _Shape(kind, lower, upper, keys if len(keys) <= MAX_DERIVED_KEYS else None)
+        few = upper - lower + 1 <= MAX_DERIVED_KEYS
+        keys = tuple(str(value) for value in range(int(lower), int(upper) + 1)) if few else None
+        return _Shape(kind, lower, upper, keys)
     return _Shape(kind, lower, upper, None, decimals)
 
 

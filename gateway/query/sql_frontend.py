@@ -460,11 +460,6 @@ class _Planner:
         key = built.sql()
         existing = self.aggregates.get(key)
         if existing is not None:
-            if name is not None and existing.name != name and existing.name.startswith("__a"):
-                # Asked for by name after a computed output used it: the output gets that name.
-                renamed = Aggregate(built.function, built.column, name, built.alpha, built.ddof)
-                self.aggregates[key] = renamed
-                return renamed
             return existing
         self.aggregates[key] = built
         return built
@@ -617,10 +612,6 @@ class _Planner:
             expression = check_post_expression(node, self.reference)
             positions[index] = OutputColumn(name=alias or f"expr{index + 1}", kind="computed", expression=expression)
         self.outputs = [positions[index] for index in range(len(items))]
-        self.outputs = [
-            OutputColumn(self._final_name(o), o.kind, o.source, o.expression) if o.kind == "aggregate" else o
-            for o in self.outputs
-        ]
         self._check_outputs()
         having = statement.args.get("having")
         condition_after = None
@@ -653,10 +644,6 @@ class _Planner:
             having=condition_after,
             lookups=tuple(self.lookups.items()),
         )
-
-    def _final_name(self, output: OutputColumn) -> str:
-        # An aggregate renamed after it was first registered keeps the name it was asked for.
-        return next((a.name for a in self.aggregates.values() if a.name == output.name), output.name)
 
     def _group_by(self, items: list[tuple[str | None, exp.Expression]]) -> None:
         group = self.statement.args.get("group")
