@@ -52,6 +52,14 @@ DEFAULT_DUCKDB_MEMORY_LIMIT = "256MB"
 DEFAULT_EXTRACT_MEMORY_LIMIT = "32MB"
 
 
+def _arrow_table(spec: DatasetSpec, table: PublicTable) -> pa.Table:
+    schema = pa.schema([(column, _ARROW_TYPES[spec.columns[column].type]) for column in table.columns])
+    columns = list(zip(*table.rows, strict=True)) if table.rows else [() for _ in table.columns]
+    return pa.Table.from_arrays(
+        [_arrow_array(values, field.type) for values, field in zip(columns, schema, strict=True)], schema=schema
+    )
+
+
 def _arrow_array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     if kind == pa.float64():  # PostgreSQL's numeric arrives as Decimal
         return pa.array([None if value is None else float(value) for value in values], type=kind)
@@ -107,6 +115,27 @@ class DuckDBSource:
         except duckdb.Error as exc:
             logger.error("data source failed: %s", type(exc).__name__)
             raise SourceUnavailable("the data source could not answer this query") from exc
+        finally:
+            deadline.cancel()
+            cursor.close()
+
+    def fetch_named(
+        self, sql: str, tables: tuple[tuple[str, pa.Table], ...], limit: int
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and at most ``limit`` rows of a statement over in-memory tables registered under
+        their names, within the same deadline; DuckDB's own errors are the caller's to map."""
+        with self._lock:
+            cursor = self._connection.cursor()
+        deadline = threading.Timer(self._statement_seconds, cursor.interrupt)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            for name, table in tables:
+                cursor.register(name, table)
+            result = cursor.execute(sql)
+            return [column[0] for column in result.description or []], result.fetchmany(limit)
+        except duckdb.InterruptException as exc:
+            raise StatementTimeout(f"the query ran longer than {self._statement_seconds:g} s and was stopped") from exc
         finally:
             deadline.cancel()
             cursor.close()
@@ -266,29 +295,11 @@ class Sources:
         """A statement over public tables only (``gateway.query.public_query``), each registered as
         ``__public_<name>``: its column names and at most ``MAX_PUBLIC_ROWS`` rows. Its errors may be
         quoted: the data is public."""
-        with self.duckdb._lock:
-            cursor = self.duckdb._connection.cursor()
-        deadline = threading.Timer(self._statement_seconds, cursor.interrupt)
-        deadline.daemon = True
-        deadline.start()
+        inputs = tuple((f"__public_{name}", _arrow_table(spec, table)) for name, (spec, table) in tables.items())
         try:
-            for name, (spec, table) in tables.items():
-                schema = pa.schema([(column, _ARROW_TYPES[spec.columns[column].type]) for column in table.columns])
-                columns = list(zip(*table.rows, strict=True)) if table.rows else [() for _ in table.columns]
-                arrays = [
-                    pa.array(list(values), type=field.type) for values, field in zip(columns, schema, strict=True)
-                ]
-                cursor.register(f"__public_{name}", pa.Table.from_arrays(arrays, schema=schema))
-            result = cursor.execute(sql)
-            names = [column[0] for column in result.description or []]
-            return names, result.fetchmany(MAX_PUBLIC_ROWS)
-        except duckdb.InterruptException as exc:
-            raise StatementTimeout(f"the query ran longer than {self._statement_seconds:g} s and was stopped") from exc
+            return self.duckdb.fetch_named(sql, inputs, MAX_PUBLIC_ROWS)
         except duckdb.Error as exc:
             raise InvalidQuery(f"the query on public tables failed: {str(exc).splitlines()[0]}") from exc
-        finally:
-            deadline.cancel()
-            cursor.close()
 
     def arrow_reader(self, dataset: DatasetSpec, sql: str, batch_size: int = 50_000) -> pa.RecordBatchReader:
         """A PostgreSQL table's rows (the typed columns ``sql`` selects, in the catalog's order) as a
