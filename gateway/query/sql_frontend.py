@@ -588,7 +588,10 @@ class _Planner:
         for index, (alias, node) in enumerate(items):
             if _is_aggregate(node):
                 aggregate = self.aggregate(node, alias)
-                positions[index] = OutputColumn(name=aggregate.name, kind="aggregate")
+                if alias is not None and aggregate.name != alias:  # the same aggregate asked for twice
+                    positions[index] = OutputColumn(alias, "computed", expression=_flat_column(aggregate.name))
+                else:
+                    positions[index] = OutputColumn(name=aggregate.name, kind="aggregate")
         for index, (alias, node) in enumerate(items):
             if index in positions:
                 continue
