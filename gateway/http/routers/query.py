@@ -336,7 +336,7 @@ def _affordable(
     session: Session, prepared: query_service.PreparedQuery, principal: AuthenticatedPrincipal, audit: AuditContext
 ) -> float:
     space = prepared.budget
-    return budget_service.check_affordable(
+    remaining = budget_service.check_affordable(
         session,
         prepared.grant,
         principal_id=principal.id,
@@ -347,3 +347,17 @@ def _affordable(
         now=audit.started_at,
         delta=prepared.delta,
     )
+    # Every grant the principal holds in the space binds, as the reservation checks (query_service.reserve).
+    for sibling in prepared.sibling_grants:
+        state = budget_service.budget_state(
+            session, sibling, principal_id=principal.id, unit_space=space.unit_space, caps=(), now=audit.started_at
+        )
+        left = state.principal_remaining
+        if prepared.epsilon > left or prepared.delta > state.principal_delta_remaining:
+            raise BudgetExhausted(
+                f"more than is left under your grant {sibling.id} in unit space {space.unit_space!r}",
+                remaining=left,
+                requested=prepared.epsilon,
+            )
+        remaining = min(remaining, left)
+    return remaining

@@ -174,6 +174,13 @@ def test_every_grant_in_a_space_binds_whatever_its_period(api: Api) -> None:
     )
     assert yearly.status_code == 201, yearly.text
     assert _ask(api, DEMO_SQL, 2).status_code == 200
+    estimate = api.client.post(
+        "/v1/query/estimate",
+        json={"purpose": "beleidsinformatie", "sql": DEMO_SQL, "epsilon": 2},
+        headers={"Authorization": f"Bearer {api.keys['analyst']}"},
+    ).json()
+    assert estimate["budget"]["affordable"] is False  # the estimate holds every grant to it, as the query does
+    assert estimate["budget"]["epsilon_remaining"] == pytest.approx(1.0)
     refused = _ask(api, DEMO_SQL, 2)  # 4 this year in the space: past the yearly grant's 3
     assert refused.status_code == 429, refused.text
     assert "every grant you hold in a space binds" in refused.json()["detail"]
