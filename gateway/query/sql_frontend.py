@@ -620,6 +620,7 @@ class _Planner:
         condition_after = None
         if having is not None:
             condition_after = check_post_expression(having.this, self.reference, condition=True)
+            self._check_having_kinds(condition_after)
         where = statement.args.get("where")
         condition = None
         if where is not None:
@@ -647,6 +648,26 @@ class _Planner:
             having=condition_after,
             lookups=tuple(self.lookups.items()),
         )
+
+    def _check_having_kinds(self, condition: exp.Expression) -> None:
+        """Group keys are released as text, aggregates as numbers: a comparison of the two would fail
+        after the query was charged, so it is refused now."""
+
+        def kind(node: exp.Expression) -> str | None:
+            if isinstance(node, exp.Literal):
+                return "text" if node.is_string else "number"
+            if isinstance(node, exp.Column):
+                name = str(node.name)
+                if name in self.group_by or any(o.kind == "group" and o.name == name for o in self.outputs):
+                    return "text"
+                if name in {a.name for a in self.aggregates.values()}:
+                    return "number"
+            return None
+
+        for comparison in condition.find_all(*_COMPARISONS):
+            kinds = {kind(comparison.this), kind(comparison.expression)} - {None}
+            if len(kinds) > 1:
+                raise InvalidQuery(f"HAVING compares a group key (text) with a number: {comparison.sql()}")
 
     def _group_by(self, items: list[tuple[str | None, exp.Expression]]) -> None:
         group = self.statement.args.get("group")

@@ -135,6 +135,8 @@ def test_constructs_the_plan_would_drop_are_refused(sql: str, construct: str) ->
         ("SELECT COUNT(*) FROM residents a JOIN wmo a ON a.person_id = a.person_id", "twice"),
         ("SELECT SUM(CASE WHEN income > 5 THEN 1 ELSE 'x' END) FROM residents", "all be numbers"),
         ("SELECT wijk, COUNT(*) FROM residents GROUP BY 3", "names no column"),
+        ("SELECT wijk, COUNT(*) FROM residents GROUP BY wijk HAVING wijk > 3", "group key"),
+        ("SELECT wijk, COUNT(*) AS n FROM residents GROUP BY wijk HAVING n = 'many'", "group key"),
     ],
 )
 def test_ambiguous_or_oversized_queries_are_invalid(sql: str, message: str) -> None:
