@@ -117,6 +117,14 @@ class Settings(BaseSettings):
         default_factory=dict, description="Provider role/group -> Datapoort role (JSON); empty: names as they are."
     )
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
+    peer_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="How long a comparison waits for each peer gateway."
+    )
+    peer_max_answer_bytes: int = Field(default=1_048_576, ge=1024, description="The largest answer read from a peer.")
+    allow_plain_loopback_peers: bool = Field(
+        default=False,
+        description="Allow peers reached over plain HTTP on this host (demos and tests); never across machines.",
+    )
     max_join_contributions: int = Field(
         default=10,
         ge=1,

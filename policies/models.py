@@ -178,3 +178,21 @@ class BudgetSpend(PoliciesBase):
     status: Mapped[str] = mapped_column(String(16), server_default="released")
     request_id: Mapped[str] = mapped_column(String(64))
     spent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Peer(PoliciesBase):
+    """Another gemeente's gateway this one may put a comparison to (``/v1/compare``). To the peer this
+    gateway is an ordinary principal of an organisation, with a key the peer issued (kept in a 0600 file
+    under the data dir, never here), decided by the peer's own policies and budgets."""
+
+    __tablename__ = "peer"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gemeente: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(500))
+    tls: Mapped[str] = mapped_column(String(16))
+    """``verify`` (the system's CAs), ``ca_file`` (a CA bundle of its own), or ``plain_loopback`` (HTTP to
+    this host only, and only where the gateway's settings allow it)."""
+    ca_file: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -22,7 +22,7 @@ from gateway.http.body_limit import BodyLimit
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.rate_limit import RateLimiter
-from gateway.http.routers import admin, audit, catalog, extract, health, query
+from gateway.http.routers import admin, audit, catalog, compare, extract, health, peers, query
 from gateway.keys.audit_signing import checkpoint_policy
 from gateway.keys.identity_provider import TokenAuthority
 from gateway.keys.pseudonym_secrets import load_master_secrets
@@ -186,4 +186,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(audit.router)
     app.include_router(extract.router)
+    app.include_router(compare.router)
+    app.include_router(peers.router)
     return app

@@ -97,7 +97,7 @@ class EstimateResponse(BaseModel):
 _REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 401: {}, 403: {}, 422: {}, 429: {}, 503: {}}
 
 
-def _prepare(
+def prepare(
     body: QueryRequest,
     principal: AuthenticatedPrincipal,
     state: GatewayState,
@@ -181,18 +181,39 @@ def run_query(
     if body.sql is not None and public_only(body.sql, state.catalog):
         return _answer_public(body, principal, session, state, audit)
     # The budget is checked once, under the lock, by the reservation below (still before any read).
-    prepared = _prepare(body, principal, state, audit)
-    # Reserve the cost under the ledger's lock and commit before the source is read: no state-database
-    # lock is held while the source computes, and concurrent queries cannot together pass the budget,
-    # whatever happens to them after the read.
+    prepared = prepare(body, principal, state, audit)
+    spend_id, budget_after = reserve(session, prepared, principal, audit)
+    answer = execute_reserved(session, state, audit, prepared, spend_id)
+    payload = {
+        "columns": answer.columns,
+        "rows": answer.rows,
+        "privacy": query_service.privacy_report(prepared, answer, budget_after, audit.started_at),
+        "request_id": audit.request_id,
+    }
+    return respond_charged(
+        session, state, audit, spend_id, payload, privacy_cost=prepared.epsilon, rows=len(answer.rows)
+    )
+
+
+def reserve(
+    session: Session, prepared: query_service.PreparedQuery, principal: AuthenticatedPrincipal, audit: AuditContext
+) -> tuple[int, budget_service.BudgetState]:
+    """Reserve the cost under the ledger's lock and commit before the source is read: no state-database
+    lock is held while the source computes, and concurrent queries cannot together pass the budget,
+    whatever happens to them after the read."""
     spend_id, budget_after = query_service.reserve(
         session, prepared, principal, request_id=audit.request_id, now=audit.started_at
     )
     session.commit()
     # From here the reservation counts: whatever event this request ends with records its cost, unless
-    # the reservation is handed back below.
+    # the reservation is handed back (respond_charged).
     audit.charged = prepared.epsilon
+    return spend_id, budget_after
 
+
+def execute_reserved(
+    session: Session, state: GatewayState, audit: AuditContext, prepared: query_service.PreparedQuery, spend_id: int
+) -> query_service.QueryAnswer:
     try:
         answer = query_service.execute(prepared, state.sources)
     except Exception as exc:
@@ -209,14 +230,22 @@ def run_query(
         commit_with_event(session, audit, failure)
         raise
     budget_service.settle(session, spend_id, budget_service.RELEASED)
-    payload = {
-        "columns": answer.columns,
-        "rows": answer.rows,
-        "privacy": query_service.privacy_report(prepared, answer, budget_after, audit.started_at),
-        "request_id": audit.request_id,
-    }
+    return answer
+
+
+def respond_charged(
+    session: Session,
+    state: GatewayState,
+    audit: AuditContext,
+    spend_id: int,
+    payload: dict[str, Any],
+    *,
+    privacy_cost: float,
+    rows: int,
+    detail: str | None = None,
+) -> Response:
     try:
-        return respond(session, audit, payload, privacy_cost=prepared.epsilon, rows_released=len(answer.rows))
+        return respond(session, audit, payload, privacy_cost=privacy_cost, rows_released=rows, detail=detail)
     except AuditUnavailable:
         # Fail closed: the answer was ready but has no event, so it does not leave; only a 503 does,
         # whatever the data. Hand the reservation back (best effort: if the state database refuses this
@@ -311,7 +340,7 @@ def estimate_query(
             "request_id": audit.request_id,
         }  # fmt: skip
         return respond(session, audit, free)
-    prepared = _prepare(body, principal, state, audit)
+    prepared = prepare(body, principal, state, audit)
     space = prepared.budget
     try:
         with state.sessions() as reader:
