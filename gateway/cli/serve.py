@@ -61,6 +61,12 @@ def serve(
     _serve(settings)
 
 
+COMPARE_SQL = (
+    "SELECT r.wijk, COUNT(*) * 1000.0 / k.inwoners AS per_1000 FROM jeugdzorg j "
+    "JOIN residents r ON j.person_id = r.person_id JOIN kerncijfers k ON r.wijk = k.wijk GROUP BY r.wijk"
+)
+
+
 @app.command()
 def demo(
     data_dir: DataDir = Path(".datapoort"),
@@ -70,18 +76,34 @@ def demo(
         int, typer.Option(min=1, help="Residents of Voorbeeldstad (only when the data is built).")
     ] = 100_000,
     serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")] = True,
+    gemeenten: Annotated[
+        int, typer.Option(min=1, max=5, help="Gemeenten, each its own process and port, peered to compare.")
+    ] = 1,
 ) -> None:
     """Build the demo gemeente Voorbeeldstad (if absent), provision demo keys, and serve it."""
+    if gemeenten > 1:
+        _demo_gemeenten(data_dir, host, port, residents, gemeenten, serve_api)
+        return
+    settings = _set_up_demo(load_settings(data_dir, host=host, port=port), residents)
+    _print_demo(settings)
+    if serve_api:
+        _serve(settings)
+
+
+def _set_up_demo(settings: Settings, residents: int, gemeente: str | None = None, seed: int | None = None) -> Settings:
+    """Build the demo data (if absent), its keys and its principals; the settings that serve it."""
     from gateway.demo import generator, setup
     from gateway.store.database import create_state_engine, session_factory
 
-    settings = load_settings(data_dir, host=host, port=port)
     upgrade_state(settings)
     # The demo data and its catalog live in the data dir itself, where `serve` looks by default.
     settings = settings.model_copy(update={"catalog": None})
     if not settings.catalog_path.is_file():
-        typer.echo(f"building Voorbeeldstad with {residents:,} residents in {settings.data_dir} ...")
-        built = generator.generate(settings.data_dir, residents=residents)
+        name = gemeente or generator.GEMEENTE_NAME
+        typer.echo(f"building {name} with {residents:,} residents in {settings.data_dir} ...")
+        built = generator.generate(
+            settings.data_dir, residents=residents, gemeente=name, seed=generator.DEFAULT_SEED if seed is None else seed
+        )
         typer.echo("  " + ", ".join(f"{name}: {rows:,} rows" for name, rows in built.rows.items()))
 
     from audit import checkpoints
@@ -103,6 +125,12 @@ def demo(
         )
     finally:
         engine.dispose()
+    return settings
+
+
+def _print_demo(settings: Settings) -> None:
+    from gateway.demo import setup
+
     keys_file = settings.data_dir / setup.KEYS_FILE
     base = f"http://{settings.host}:{settings.port}"
     read_key = f"python3 -c \"import json;print(json.load(open('{keys_file}'))['analyst'])\""
@@ -128,5 +156,79 @@ Voorbeeldstad is ready. API keys (analyst, partner, privacy_officer, admin): {ke
   that held a person (inzage): datapoort reidentify --help, datapoort inzage --help
 """
     )
-    if serve_api:
-        _serve(settings)
+
+
+def _demo_gemeenten(data_dir: Path, host: str, port: int, residents: int, count: int, serve_api: bool) -> None:
+    """Several demo gemeenten in data_dir/gemeente-N on port, port + 1, ...: the first served here, the
+    others in processes of their own, every one a peer of every other."""
+    import os
+    import subprocess
+    import sys
+
+    from gateway.demo import gemeenten, setup
+    from gateway.store.database import create_state_engine, session_factory
+
+    everyone = []
+    for index in range(count):
+        settings = load_settings(data_dir / gemeenten.organisation_of(index), host=host, port=port + index)
+        settings = settings.model_copy(update={"allow_plain_loopback_peers": True})
+        # Different sizes and draws, so the gemeenten differ.
+        everyone.append(
+            _set_up_demo(settings, max(residents // (index + 1), 1), gemeenten.NAMES[index], 20261203 + index)
+        )
+    engines = [create_state_engine(settings.state_database_url) for settings in everyone]
+    try:
+        sessions = [session_factory(engine) for engine in engines]
+        for host_index, host_settings in enumerate(everyone):
+            for guest_index in range(count):
+                if guest_index == host_index:
+                    continue
+                token = gemeenten.admit(sessions[host_index], gemeenten.organisation_of(guest_index))
+                guest = everyone[guest_index]
+                gemeenten.register(
+                    sessions[guest_index], guest.data_dir, name=gemeenten.organisation_of(host_index),
+                    gemeente=gemeenten.NAMES[host_index], url=f"http://{host_settings.host}:{host_settings.port}",
+                    secret=token,
+                )  # fmt: skip
+    finally:
+        for engine in engines:
+            engine.dispose()
+    first = everyone[0]
+    key_file = first.data_dir / setup.KEYS_FILE
+    typer.echo(
+        f"""
+{count} gemeenten: {", ".join(f"{gemeenten.NAMES[i]} on port {s.port}" for i, s in enumerate(everyone))}.
+As {gemeenten.NAMES[0]}'s analyst, compare jeugdzorg per 1,000 inwoners with the others:
+  DATAPOORT_API_KEY=$(python3 -c "import json;print(json.load(open('{key_file}'))['analyst'])") \
+    datapoort compare --url http://{first.host}:{first.port} --purpose beleidsinformatie --epsilon 0.5 \
+    --sql "{COMPARE_SQL}"
+"""
+    )
+    if not serve_api:
+        return
+    environment = {**os.environ, "DATAPOORT_ALLOW_PLAIN_LOOPBACK_PEERS": "true"}
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--data-dir",
+                str(s.data_dir),
+                "--host",
+                s.host,
+                "--port",
+                str(s.port),
+            ],
+            env=environment,
+        )  # fmt: skip
+        for s in everyone[1:]
+    ]
+    try:
+        _serve(first)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)

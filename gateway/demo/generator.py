@@ -217,8 +217,11 @@ class DemoData:
     rows: dict[str, int]
 
 
-def generate(directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int = DEFAULT_SEED) -> DemoData:
-    """Write the Voorbeeldstad Parquet files and their catalog into ``directory``."""
+def generate(
+    directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int = DEFAULT_SEED, gemeente: str = GEMEENTE_NAME
+) -> DemoData:
+    """Write the Voorbeeldstad Parquet files and their catalog into ``directory`` (``gemeente``: the name
+    its catalog gives, for a demo of several gemeenten)."""
     if residents < 1:
         raise ValueError("residents must be at least 1")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -265,7 +268,9 @@ def generate(directory: Path, *, residents: int = DEFAULT_RESIDENTS, seed: int =
     _write(_kerncijfers(rng, geo, people["wijk"]), directory / "kerncijfers.parquet")
 
     catalog_path = directory / "catalog.yaml"
-    catalog_path.write_text(yaml.safe_dump(_catalog(geo), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    catalog_path.write_text(
+        yaml.safe_dump(_catalog(geo, gemeente), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     return DemoData(
         directory=directory,
         catalog_path=catalog_path,
@@ -344,10 +349,10 @@ def _kerncijfers(rng: np.random.Generator, geo: Geography, wijk: np.ndarray) -> 
     )
 
 
-def _catalog(geo: Geography) -> dict[str, Any]:
+def _catalog(geo: Geography, gemeente: str = GEMEENTE_NAME) -> dict[str, Any]:
     """The catalog of the demo datasets, with their public keys and bounds."""
     return {
-        "gemeente": f"{GEMEENTE_NAME} ({GEMEENTE_CODE})",
+        "gemeente": f"{gemeente} ({GEMEENTE_CODE})" if gemeente == GEMEENTE_NAME else gemeente,
         # Where an inzageverzoek's BSN is found: person_id is what every dataset calls a person.
         "persons": {"dataset": "residents", "bsn": "bsn"},
         # Every dataset's privacy unit is a resident (person_id): one person's loss adds up over all of

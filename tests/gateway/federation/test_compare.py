@@ -20,10 +20,9 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from audit.models import AuditEvent
-from gateway.keys.peer_credentials import credential_path, write_credential
+from gateway.demo import gemeenten as gemeenten_demo
+from gateway.keys.peer_credentials import credential_path
 from gateway.store.database import session_factory
-from policies import peers, service
-from policies.enforcer import role_subject
 from policies.models import BudgetSpend
 
 SQL = "SELECT wijk, COUNT(*) AS n FROM residents GROUP BY wijk"
@@ -65,33 +64,11 @@ def _sessions(directory: Path) -> Any:
 
 def _admit(directory: Path, organisation: str, *, granted: bool) -> str:
     """On a peer: the other gemeente as an ordinary principal of its own organisation; a key for it."""
-    now = datetime.now(UTC)
-    with _sessions(directory)() as session:
-        principal = f"{organisation}-vergelijking"
-        service.create_principal(
-            session, principal_id=principal, display_name=f"Gateway van {organisation}", organisation=organisation,
-            kind="service", now=now,
-        )  # fmt: skip
-        service.assign_role(session, principal_id=principal, role="vergelijker", domain=organisation)
-        if granted:
-            service.create_grant(
-                session, subject=role_subject("vergelijker"), domain=organisation, dataset="residents",
-                action="aggregate", purpose=PURPOSE, legal_basis="public_task",
-                legal_basis_text="benchmark gemeenten (waarstaatjegemeente)", now=now, epsilon_per_period=5.0,
-                budget_period="month", delta_per_period=1e-7,
-            )  # fmt: skip
-        token = service.issue_key(session, principal_id=principal, now=now).token
-        session.commit()
-    return token
+    return gemeenten_demo.admit(_sessions(directory), organisation, grants=granted)
 
 
 def _register(directory: Path, name: str, gemeente: str, url: str, secret: str) -> None:
-    with _sessions(directory)() as session:
-        peers.register_peer(
-            session, name=name, gemeente=gemeente, url=url, tls="plain_loopback", ca_file=None, now=datetime.now(UTC)
-        )
-        session.commit()
-    write_credential(directory, name, secret)
+    gemeenten_demo.register(_sessions(directory), directory, name=name, gemeente=gemeente, url=url, secret=secret)
 
 
 class _Evil(BaseHTTPRequestHandler):
@@ -99,7 +76,7 @@ class _Evil(BaseHTTPRequestHandler):
 
     behaviour = "garbage"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         kind = self.server.behaviour  # type: ignore[attr-defined]
         if kind == "redirect":
@@ -217,11 +194,11 @@ def test_three_gemeenten_answer_each_under_its_own_budget_on_one_trace(gemeenten
             )
             event = session.scalars(select(AuditEvent).where(AuditEvent.request_id == entry["request_id"])).one()
         assert spent == pytest.approx(0.5)  # the peer's own ledger, under the peer's own grant
-        assert event.traceparent is not None and event.traceparent.split("-")[1] == trace
+        assert (event.traceparent or "").split("-")[1] == trace
         assert event.principal_id == "gemeente-a-vergelijking"
     with _sessions(dirs["a"])() as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.request_id == body["request_id"])).one()
-    assert event.traceparent is not None and event.traceparent.split("-")[1] == trace
+    assert (event.traceparent or "").split("-")[1] == trace
     asked = json.loads(event.detail or "{}")["peers"]
     assert [(peer["peer"], peer["status"], peer["request_id"]) for peer in asked] == [
         ("b", "answered", b["request_id"]),
