@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway"
-SUBPACKAGES = ["cli", "http", "query", "extract", "demo", "data", "store", "keys"]
+SUBPACKAGES = ["cli", "http", "query", "extract", "demo", "federation", "data", "store", "keys"]
 
 
 def _readme_rows() -> dict[str, str]:
