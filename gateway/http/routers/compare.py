@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import Field
-from sqlalchemy.orm import Session
 
 from gateway.exceptions import InvalidQuery
 from gateway.federation.client import MAX_PEERS, PeerOutcome, PeerTarget, ask_all
@@ -29,7 +28,6 @@ from gateway.store.database import read_snapshot
 from policies import peers as peer_register
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=ERROR_RESPONSES)
-LOCAL = "local"
 
 
 class CompareRequest(QueryRequest):
@@ -38,7 +36,7 @@ class CompareRequest(QueryRequest):
     ) = Field(default=None, description="The peers to ask (default: every registered, enabled peer).")
 
 
-def _targets(session: Session, state: GatewayState, wanted: list[str] | None) -> list[PeerTarget]:
+def _targets(state: GatewayState, wanted: list[str] | None) -> list[PeerTarget]:
     with state.sessions() as reader:
         read_snapshot(reader)
         registered = {peer.name: peer for peer in peer_register.active_peers(reader)}
@@ -98,8 +96,8 @@ def _bounded(extra: dict[str, Any], key: str) -> Any:
 def compare(
     body: CompareRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    targets = _targets(session, state, body.peers)
     prepared = prepare(body, principal, state, audit)  # refused here: no peer is asked
+    targets = _targets(state, body.peers)  # after authorisation: no probing of the register
     spend_id, budget_after = reserve(session, prepared, principal, audit)
     question = body.model_dump(exclude={"peers"}, exclude_none=True, by_alias=True)
     settings = state.settings
