@@ -15,9 +15,10 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 
 import json
 import socket
+import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +26,20 @@ import uvicorn
 
 from gateway.http.app import create_app
 from gateway.settings import Settings
+
+
+def interleaved_medians(functions: list[Callable[[], object]], runs: int) -> list[float]:
+    """Median times (ms) of several functions, run in turn, so that a machine busy with something else
+    slows each of them alike and their ratio stays fair."""
+    for function in functions:
+        function()  # warm: file metadata, plans, pages
+    timings: list[list[float]] = [[] for _ in functions]
+    for _ in range(runs):
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            timings[index].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(series) for series in timings]
 
 
 def write_figures(path: Path, figures: dict[str, Any]) -> None:

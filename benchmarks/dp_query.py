@@ -18,18 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
-from _harness import free_port, serving, write_figures  # benchmarks/ is on sys.path when run as a script
+from _harness import (  # benchmarks/ is on sys.path when run as a script
+    free_port,
+    interleaved_medians,
+    serving,
+    write_figures,
+)
 
 from gateway.data.catalog import load_catalog
 from gateway.data.relations import snapshot_relation
@@ -61,21 +64,7 @@ QUERIES = [
 
 
 def _median_ms(function: Callable[[], object], runs: int) -> float:
-    return _interleaved_medians([function], runs)[0]
-
-
-def _interleaved_medians(functions: list[Callable[[], object]], runs: int) -> list[float]:
-    """Median times of several functions, run in turn, so that a machine busy with something else slows
-    each of them alike and their ratio stays fair."""
-    for function in functions:
-        function()  # warm: file metadata, plans, pages
-    timings: list[list[float]] = [[] for _ in functions]
-    for _ in range(runs):
-        for index, function in enumerate(functions):
-            start = time.perf_counter()
-            function()
-            timings[index].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(series) for series in timings]
+    return interleaved_medians([function], runs)[0]
 
 
 def _build(data_dir: Path, residents: int) -> None:

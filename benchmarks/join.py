@@ -14,11 +14,9 @@ Target (issue 16): at 1,000,000 residents, engine <= 1.5 x raw DuckDB + 5 ms.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +30,6 @@ from gateway.data.snapshots import SnapshotStore
 from gateway.data.sources import Sources
 from gateway.keys.snapshot_seed import load_or_create_seed
 from gateway.query import service as query_service
-from gateway.query.joins import joined_relation
 from gateway.query.validate import validate_plan
 from policies.models import Grant
 
@@ -87,17 +84,7 @@ def _engine(data_dir: Path, sources: Sources, sql: str) -> Callable[[], object]:
         resolved = query_service.resolve_sql(sql, catalog, sources)
         validate_plan(resolved.plan, resolved.dataset)
         charged = resolved.private[0]
-        relation = (
-            joined_relation(
-                resolved,
-                catalog,
-                relation_for=sources.relation_for,
-                public_table=sources.public.get,
-                arrow_reader=sources.arrow_reader,
-            )
-            if resolved.joined
-            else sources.relation_for(charged, catalog.datasets[charged])
-        )
+        relation = query_service.statement_relation(resolved, catalog, sources)
         prepared = query_service.build_release(
             resolved.plan,
             resolved.dataset,
@@ -115,19 +102,6 @@ def _engine(data_dir: Path, sources: Sources, sql: str) -> Callable[[], object]:
     return run
 
 
-def _interleaved_medians(functions: list[Callable[[], object]], runs: int) -> list[float]:
-    """Median times of the functions, run in turn, so that a busy machine slows each alike."""
-    for function in functions:
-        function()
-    timings: list[list[float]] = [[] for _ in functions]
-    for _ in range(runs):
-        for index, function in enumerate(functions):
-            start = time.perf_counter()
-            function()
-            timings[index].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(series) for series in timings]
-
-
 def run(residents: int, runs: int) -> dict[str, Any]:
     figures: dict[str, Any] = {"benchmark": "join", "residents": residents, "runs": runs}
     with tempfile.TemporaryDirectory() as temporary:
@@ -142,7 +116,7 @@ def run(residents: int, runs: int) -> dict[str, Any]:
         }
         for name, sql, raw_sql in QUERIES:
             statement = raw_sql.format(**files)
-            engine_ms, raw_ms = _interleaved_medians(
+            engine_ms, raw_ms = _harness.interleaved_medians(
                 [_engine(data_dir, sources, sql), lambda statement=statement: raw.execute(statement).fetchall()], runs
             )
             figures[f"{name}_engine_ms"] = engine_ms

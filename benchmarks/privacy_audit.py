@@ -43,7 +43,6 @@ from gateway.data.catalog import Catalog, load_catalog
 from gateway.data.snapshots import SnapshotStore
 from gateway.data.sources import Sources
 from gateway.query import service as query_service
-from gateway.query.joins import joined_relation
 from gateway.query.validate import validate_plan
 from policies.models import Grant
 
@@ -169,19 +168,7 @@ def _prepare(catalog: Catalog, sql: str, sources: Sources | None) -> query_servi
     resolved = query_service.resolve_sql(sql, catalog, sources)
     plan, dataset = resolved.plan, resolved.dataset
     validate_plan(plan, dataset)
-    relation = None
-    if sources is not None:
-        relation = (
-            joined_relation(
-                resolved,
-                catalog,
-                relation_for=sources.relation_for,
-                public_table=sources.public.get,
-                arrow_reader=sources.arrow_reader,
-            )
-            if resolved.joined
-            else sources.relation_for(plan.dataset, catalog.datasets[plan.dataset])
-        )
+    relation = query_service.statement_relation(resolved, catalog, sources) if sources is not None else None
     grant = Grant(id=0, legal_basis="public_task", epsilon_per_period=1e9, budget_period="month")
     prepared = query_service.build_release(
         plan,

@@ -179,17 +179,10 @@ def prepare(
             policy_service.authorize(session, engine, principal, dataset=other, action=ACTION, purpose=purpose, now=now)
     validate_plan(plan, dataset)
     relation = None
-    if sources is not None and resolved is not None and resolved.joined and catalog is not None:
-        relation = joined_relation(
-            resolved,
-            catalog,
-            relation_for=sources.relation_for,
-            public_table=sources.public.get,
-            arrow_reader=sources.arrow_reader,
-        )
+    if sources is not None and resolved is not None and catalog is not None:
+        relation = statement_relation(resolved, catalog, sources)
     elif sources is not None:
-        base = catalog.dataset(plan.dataset) if catalog is not None else None
-        relation = sources.relation_for(plan.dataset, base or dataset)
+        relation = sources.relation_for(plan.dataset, dataset)
     siblings = tuple(
         other
         for _, other in policy_service.usable_grants(session, engine, principal, budget.datasets, now=now)
@@ -207,6 +200,21 @@ def prepare(
         budget=budget,
     )
     return replace(prepared, sibling_grants=siblings, relation=relation, resolved=resolved)
+
+
+def statement_relation(resolved: ResolvedPlan, catalog: Catalog, sources: Sources) -> Relation:
+    """What a resolved plan's statement reads, checked before anything is spent: the join of its
+    tables, or its one dataset's verified snapshot (or table) under the catalog's own entry."""
+    if resolved.joined:
+        return joined_relation(
+            resolved,
+            catalog,
+            relation_for=sources.relation_for,
+            public_table=sources.public.get,
+            arrow_reader=sources.arrow_reader,
+        )
+    name = resolved.plan.dataset
+    return sources.relation_for(name, catalog.datasets[name])
 
 
 def build_release(
