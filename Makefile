@@ -8,7 +8,7 @@ UV := $(UV_HOME)/bin/uv
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint typecheck contracts install clean bench
+.PHONY: demo test lint typecheck contracts install browser clean bench
 
 $(UV):
 	$(PYTHON) -m venv $(UV_HOME)
@@ -34,7 +34,23 @@ typecheck: install
 contracts: install
 	$(VENV)/bin/lint-imports
 
-test: lint typecheck contracts
+# The console's browser tests drive Debian's Chromium, never a browser a test tool downloads. Installed
+# here where absent (as root, from Debian's packages); where that cannot be done, those tests skip and say so.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } \
+	      || echo "chromium could not be installed: the browser tests will skip"; \
+	  else \
+	    echo "no $(CHROMIUM), and no root to install Debian's chromium: the browser tests will skip"; \
+	  fi; \
+	fi
+
+test: lint typecheck contracts browser
 	$(VENV)/bin/pytest -n 2 --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 bench: install

@@ -229,3 +229,7 @@ def verify_checkpoints(
             previous + 1, f"{chain_head - previous} events after the last checkpoint: at least one is missing"
         )
     return CheckpointVerification(True, checked, previous or None)
+
+
+def latest_checkpoint(session: Session) -> AuditCheckpoint | None:
+    return session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.sequence.desc()).limit(1)).first()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,3 +177,37 @@ def logboek_record(record: dict[str, Any]) -> dict[str, Any]:
 def as_logboek(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     for record in records:
         yield json.dumps(logboek_record(record), ensure_ascii=False, sort_keys=True).encode() + b"\n"
+
+
+def event_at(session: Session, sequence: int) -> dict[str, Any] | None:
+    event = session.get(AuditEvent, sequence)
+    return event_record(event) if event is not None else None
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def trace_events(session: Session, trace_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """The events of one W3C trace (a request and what it caused: peers asked, an extract's end), oldest
+    first. A scan over ``traceparent`` by its fixed layout ``00-<trace id>-<span>-<flags>``."""
+    if not _TRACE_ID.fullmatch(trace_id):  # also keeps LIKE's wildcards out of the pattern
+        return []
+    statement = select(AuditEvent).where(AuditEvent.traceparent.like(f"__-{trace_id}-%"))
+    return [event_record(event) for event in session.scalars(statement.order_by(AuditEvent.sequence).limit(limit))]
+
+
+def decisions_since(session: Session, since: datetime) -> dict[str, int]:
+    """Events since ``since`` per decision (allow, deny, error)."""
+    statement = select(AuditEvent.decision, func.count()).where(AuditEvent.occurred_at >= since)
+    return {str(decision): int(count) for decision, count in session.execute(statement.group_by(AuditEvent.decision))}
+
+
+def privacy_cost_since(session: Session, since: datetime) -> float:
+    """Epsilon the events since ``since`` record as spent (answers and charged failures)."""
+    total = session.scalar(select(func.sum(AuditEvent.privacy_cost)).where(AuditEvent.occurred_at >= since))
+    return float(total or 0.0)

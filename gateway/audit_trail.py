@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audit import service as audit_service
 from audit.exceptions import AuditUnavailable
+from policies import console_sessions
 from policies import service as policy_service
 from policies.management import Change
 
@@ -56,6 +57,8 @@ class AuditContext:
     charged: float | None = None
     """Epsilon a reservation of this request keeps counting although no answer left (it could not be
     handed back): recorded as the event's cost, so ledger and event agree."""
+    console_session_id: str | None = None
+    """The console session the request came with; its last use is written with the event."""
 
     @classmethod
     def start(
@@ -167,6 +170,8 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
         _end_snapshot(session)
         if context.key_id is not None:
             policy_service.record_key_use(session, context.key_id, draft.occurred_at)
+        if context.console_session_id is not None:
+            console_sessions.touch(session, context.console_session_id, draft.occurred_at)
         draft = _without_nul(replace(draft, query=capped_query(draft.query)))
         if draft.purpose is not None and draft.processing_activity_id is None:
             draft = replace(draft, processing_activity_id=policy_service.register_uri(session, draft.purpose))

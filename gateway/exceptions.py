@@ -10,6 +10,7 @@ GatewayError
  ├── InvalidExtract        an extract specification the dataset's export profile cannot serve
  ├── NotFound              a pseudonym or person the gateway holds nothing about
  ├── ConfigurationError    a capability the operator has not configured (e.g. no pseudonym secrets)
+ ├── FormRejected          a console form without its CSRF token, or with another session's
  └── SourceUnavailable     the data source failed to answer
 """
 
@@ -57,6 +58,12 @@ class InvalidExtract(GatewayError):
 
 class NotFound(GatewayError):
     code = "not_found"
+
+
+class FormRejected(GatewayError):
+    """A console form that did not come from a page of this session (cross-site request forgery)."""
+
+    code = "csrf_failed"
 
 
 class ConfigurationError(GatewayError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import stat
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,32 @@ class Settings(BaseSettings):
     oidc_role_map: dict[str, str] = Field(
         default_factory=dict, description="Provider role/group -> Datapoort role (JSON); empty: names as they are."
     )
+    oidc_authorization_endpoint: str | None = Field(
+        default=None, description="Console sign-in with the identity provider: its authorization endpoint ..."
+    )
+    oidc_token_endpoint: str | None = Field(default=None, description="... its token endpoint ...")
+    oidc_client_id: str | None = Field(
+        default=None, description="... and the console's client id (the audience of the ID tokens it receives)."
+    )
+    oidc_client_secret_path: Path | None = Field(
+        default=None, description="A confidential client's secret, in a 0600 file (PKCE is used either way)."
+    )
+    console_session_minutes: int = Field(
+        default=30, ge=1, le=720, description="A console session unused this long has ended."
+    )
+    console_session_hours: float = Field(
+        default=8, gt=0, le=24, description="A console session ends this long after sign-in, however it is used."
+    )
+    console_cookie_secure: Literal["auto", "always"] = Field(
+        default="auto",
+        description="auto: the console's cookies are Secure when the request came over TLS (uvicorn's "
+        "--proxy-headers counts a trusted proxy's X-Forwarded-Proto); always: also behind a proxy that hides it.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+$",
+        description="The gateway's address as browsers see it (the console's OIDC redirect); default: the request's.",
+    )
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
     peer_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120, description="How long a comparison waits for each peer gateway."
@@ -152,7 +179,7 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64, description="Threads of the extracts' DuckDB (each holds buffers of its own)."
     )
 
-    @field_validator("audit_signing_key_path", "pseudonym_key_path")
+    @field_validator("audit_signing_key_path", "pseudonym_key_path", "oidc_client_secret_path")
     @classmethod
     def _key_file_is_private(cls, path: Path | None) -> Path | None:
         return None if path is None else private_key_file(path)
@@ -172,11 +199,21 @@ class Settings(BaseSettings):
             raise ValueError("OIDC needs oidc_issuer, oidc_audience and oidc_jwks_file or oidc_jwks_url together")
         if self.oidc_jwks_file is not None and self.oidc_jwks_url is not None:
             raise ValueError("give oidc_jwks_file or oidc_jwks_url, not both")
+        console = [self.oidc_authorization_endpoint, self.oidc_token_endpoint, self.oidc_client_id]
+        if any(console) and not (all(console) and self.oidc_enabled):
+            raise ValueError(
+                "console sign-in with the identity provider needs oidc_authorization_endpoint, "
+                "oidc_token_endpoint and oidc_client_id together, besides the provider's issuer and keys"
+            )
         return self
 
     @property
     def oidc_enabled(self) -> bool:
         return self.oidc_issuer is not None
+
+    @property
+    def console_oidc_enabled(self) -> bool:
+        return self.oidc_enabled and self.oidc_client_id is not None
 
     @property
     def state_database_url(self) -> str:

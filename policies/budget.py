@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import decimal
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -628,3 +628,27 @@ def usage(
         }
         for principal, space, name, period, epsilon, delta, count in session.execute(statement)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class SpendPoint:
+    spent_at: datetime
+    principal_id: str
+    unit_space: str
+    dataset: str
+    epsilon: float
+
+
+def spends_between(
+    session: Session, *, since: datetime, until: datetime, unit_space: str | None = None
+) -> Iterator[SpendPoint]:
+    """Every ledger entry in ``[since, until)``, oldest first (reserved, released and failed alike: all of
+    it counts), streamed, for the privacy officer's charts of budget use over time."""
+    statement = select(
+        BudgetSpend.spent_at, BudgetSpend.principal_id, BudgetSpend.unit_space, BudgetSpend.dataset, BudgetSpend.epsilon
+    ).where(BudgetSpend.spent_at >= since, BudgetSpend.spent_at < until)
+    if unit_space is not None:
+        statement = statement.where(BudgetSpend.unit_space == unit_space)
+    result = session.execute(statement.order_by(BudgetSpend.spent_at, BudgetSpend.id).execution_options(yield_per=5000))
+    for spent_at, principal, space, dataset, epsilon in result:
+        yield SpendPoint(spent_at, principal, space, dataset, float(epsilon))

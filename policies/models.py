@@ -196,3 +196,22 @@ class Peer(PoliciesBase):
     ca_file: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ConsoleSession(PoliciesBase):
+    """A signed-in browser of the web console (see ``policies.console_sessions``): stored as the SHA-256 of
+    its secret, bound to the API key it was opened with (``None`` after an identity-provider sign-in)."""
+
+    __tablename__ = "console_session"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principal.id"), index=True)
+    organisation: Mapped[str] = mapped_column(String(128))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_key.id"))
+    via: Mapped[str] = mapped_column(String(16))
+    """``api_key`` or ``oidc``: how the officer proved who they are."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -17,6 +17,7 @@ next token that carries it (to shut someone out, disable the principal or add a 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -102,6 +103,8 @@ class TokenIdentity:
     roles: tuple[str, ...]
     issued_at: int = field(default=0, compare=False)
     """The token's ``iat`` (0 if absent): a token older than the one last applied changes no roles."""
+    expires_at: int = field(default=0, compare=False)
+    """The token's ``exp``: a console session opened with it ends then at the latest."""
 
 
 def _principal_id(subject: str) -> str:
@@ -114,8 +117,10 @@ def _principal_id(subject: str) -> str:
     )
 
 
-def verify(token: str, config: OidcConfig, keys: SigningKeys) -> TokenIdentity:
-    """The identity in a valid token; ``AuthenticationFailed`` (saying why) for any other."""
+def verify(token: str, config: OidcConfig, keys: SigningKeys, *, nonce: str | None = None) -> TokenIdentity:
+    """The identity in a valid token; ``AuthenticationFailed`` (saying why) for any other. With ``nonce``
+    (an ID token of the console's sign-in), the token must carry exactly that nonce: a token obtained for
+    another sign-in cannot be replayed into this one."""
     try:
         key = keys.key_for(token)
         claims = jwt.decode(
@@ -137,6 +142,10 @@ def verify(token: str, config: OidcConfig, keys: SigningKeys) -> TokenIdentity:
         # The library's reason stays in the log: a caller learns only that the token was not accepted.
         logger.info("bearer token refused: %s", type(exc).__name__)
         raise AuthenticationFailed("the bearer token is not valid (signature, issuer, audience or time)") from exc
+    if nonce is not None:
+        presented = claims.get("nonce")
+        if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), nonce.encode()):
+            raise AuthenticationFailed("the ID token does not belong to this sign-in (nonce)")
     return _identity(claims, config)
 
 
@@ -159,12 +168,14 @@ def _identity(claims: Mapping[str, Any], config: OidcConfig) -> TokenIdentity:
             roles.add(role)
     display = claims.get(config.name_claim)
     issued = claims.get("iat")
+    expires = claims.get("exp")
     return TokenIdentity(
         principal_id=_principal_id(subject),
         display_name=(display if isinstance(display, str) and display else subject)[:256],
         organisation=organisation,
         roles=tuple(sorted(roles)),
         issued_at=issued if isinstance(issued, int) and not isinstance(issued, bool) else 0,
+        expires_at=expires if isinstance(expires, int) and not isinstance(expires, bool) else 0,
     )
 
 

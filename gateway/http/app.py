@@ -17,6 +17,7 @@ from gateway.data.ingestion import ingest_catalog
 from gateway.data.snapshots import SnapshotStore
 from gateway.data.sources import Sources
 from gateway.exceptions import GatewayError
+from gateway.http import console, docs
 from gateway.http.admission import AdmissionControl, OverloadLedger
 from gateway.http.body_limit import BodyLimit
 from gateway.http.errors import install_error_handlers
@@ -170,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Privacy-preserving data sharing gateway for Dutch municipalities",
         lifespan=lifespan,
+        docs_url=None,  # served by gateway.http.docs, without a CDN
+        redoc_url=None,
     )
 
     overload = OverloadLedger(instance=settings.instance)
@@ -188,4 +191,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(extract.router)
     app.include_router(compare.router)
     app.include_router(peers.router)
+    app.include_router(docs.router)
+    console.install(app)
     return app

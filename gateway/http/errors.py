@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -43,6 +43,7 @@ STATUS_BY_EXCEPTION: dict[type[Exception], int] = {
     gateway_errors.InvalidQuery: 400,
     gateway_errors.InvalidExtract: 400,
     gateway_errors.NotFound: 404,
+    gateway_errors.FormRejected: 403,
     gateway_errors.ConfigurationError: 503,
     InvalidPrivacyParameter: 400,
     gateway_errors.SourceUnavailable: 503,
@@ -109,9 +110,18 @@ def _body(code: str, detail: Any, request: Request, **extra: Any) -> dict[str, A
     return {"error": code, "detail": detail, "request_id": context.request_id if context else None, **extra}
 
 
+class ErrorPage(Protocol):
+    """Renders refusals of the pages under ``prefix`` for a person rather than a program (the console):
+    the same code and request id, after the same audit write."""
+
+    prefix: str
+
+    def render(self, request: Request, status: int, code: str, detail: Any, request_id: str | None) -> Response: ...
+
+
 def _audited_response(
     request: Request, status: int, code: str, detail: Any, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
+) -> Response:
     context: AuditContext | None = getattr(request.state, "audit", None)
     if context is not None and not context.written:
         draft = context.finish(
@@ -125,10 +135,13 @@ def _audited_response(
             logger.exception("audit write failed for a refused request; answering 503")
             status, headers, extra = 503, None, {}
             code, detail = AuditUnavailable.code, "the request could not be audited, so it is not answered"
+    page: ErrorPage | None = getattr(request.app.state, "error_page", None)
+    if page is not None and request.url.path.startswith(page.prefix):
+        return page.render(request, status, code, detail, context.request_id if context else None)
     return JSONResponse(_body(code, detail, request, **extra), status_code=status, headers=headers)
 
 
-def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+def _domain_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, DomainError):
         raise exc
     status = status_for(exc)
@@ -143,7 +156,7 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return _audited_response(request, status, exc.code, exc.message, headers, **extra)
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, RequestValidationError):
         raise exc
     problems = [
@@ -153,19 +166,19 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return _audited_response(request, 422, "invalid_request", problems)
 
 
-def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):
         raise exc
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _audited_response(request, exc.status_code, code, exc.detail, dict(exc.headers or {}) or None)
 
 
-def _state_database_error(request: Request, exc: Exception) -> JSONResponse:
+def _state_database_error(request: Request, exc: Exception) -> Response:
     logger.error("state database error: %s", type(exc).__name__)
     return _audited_response(request, 503, "state_unavailable", "the gateway's state database did not answer")
 
 
-def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error", exc_info=exc)
     return _audited_response(request, 500, "internal_error", "an unexpected error occurred; it has been logged")
 

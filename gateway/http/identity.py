@@ -31,6 +31,23 @@ def authenticate(
     if credential.startswith(api_keys.KEY_PREFIX) or authority is None:
         return policy_service.authenticate_key(session, credential, now=now)
     identity = tokens.verify(credential, authority.config, authority.keys)
+    return authenticate_identity(
+        identity, session=session, sessions=sessions, authority=authority, engine=engine, instance=instance, now=now
+    )
+
+
+def authenticate_identity(
+    identity: tokens.TokenIdentity,
+    *,
+    session: Session,
+    sessions: sessionmaker[Session],
+    authority: TokenAuthority,
+    engine: PolicyEngine,
+    instance: str,
+    now: datetime,
+) -> policy_service.AuthenticatedPrincipal:
+    """The principal of a verified token (a bearer token, or the console's ID token), its roles first
+    brought in line with the token."""
     # An older token than the newest applied for this user (say, replayed after the provider removed a
     # role) changes nothing: the roles stay as the newer token left them. (Per process; tokens are short.)
     newest = authority.issued.get(identity.principal_id, 0)

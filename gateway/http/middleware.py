@@ -13,7 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit_trail import AuditContext, new_traceparent, parent_span
 
-AUDITED_PREFIX = "/v1"
+AUDITED_PREFIXES = ("/v1", "/console")
+"""The API and the console: every request under these gets an audit context (the console's static files
+and its sign-in form hold no data and are not audited)."""
+UNAUDITED_PREFIXES = ("/console/static/",)
 
 
 class RequestContextMiddleware:
@@ -29,7 +32,7 @@ class RequestContextMiddleware:
         traceparent = new_traceparent(incoming)
         request_id = secrets.token_hex(16)
         path: str = scope["path"]
-        if path.startswith(AUDITED_PREFIX):
+        if path.startswith(AUDITED_PREFIXES) and not path.startswith(UNAUDITED_PREFIXES):
             client = scope.get("client")
             scope.setdefault("state", {})["audit"] = AuditContext.start(
                 request_id=request_id,

@@ -131,11 +131,21 @@ def export_events(
     session: SessionDep,
     state: StateDep,
     audit: AuditDep,
-    format: Annotated[Literal["jsonl", "csv", "logboek"], Query()] = "jsonl",
+    format: Annotated[ExportFormat, Query()] = "jsonl",
 ) -> StreamingResponse:
     oversee(session, state, principal, audit)
+    return exported(session, state, audit, where, format)
+
+
+ExportFormat = Literal["jsonl", "csv", "logboek"]
+
+
+def exported(
+    session: Session, state: GatewayState, audit: AuditContext, where: review.EventFilter, format: ExportFormat
+) -> StreamingResponse:
+    """The selection streamed (API and console alike). The reading is recorded before the first byte
+    leaves; the stream's size is not known in advance."""
     audit.event.query = f"export {format} {where.describe()}"
-    # The reading is recorded before the first byte leaves; the stream's size is not known in advance.
     commit_with_event(session, audit, audit.finish(decision="allow"))
 
     def body() -> Iterator[bytes]:
@@ -148,7 +158,9 @@ def export_events(
                 yield from review.as_logboek(records) if format == "logboek" else review.as_json_lines(records)
 
     media = "text/csv" if format == "csv" else "application/x-ndjson"
-    return StreamingResponse(body(), media_type=media)
+    suffix = {"csv": "csv", "jsonl": "jsonl", "logboek": "logboek.jsonl"}[format]
+    disposition = f'attachment; filename="audit-events-{audit.started_at:%Y%m%dT%H%M%SZ}.{suffix}"'
+    return StreamingResponse(body(), media_type=media, headers={"Content-Disposition": disposition})
 
 
 @router.get(

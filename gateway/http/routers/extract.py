@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy.orm import Session
 
-from gateway.audit_trail import commit_with_event
+from gateway.audit_trail import AuditContext, commit_with_event
 from gateway.exceptions import InvalidExtract
 from gateway.extract import service as extract_service
 from gateway.extract.formats import MEDIA_TYPES
@@ -26,6 +27,7 @@ from gateway.http.responses import respond
 from gateway.http.routers.audit import oversee
 from gateway.query.json_frontend import Condition, condition_expression, measure_condition
 from gateway.query.sql_frontend import check_nesting
+from gateway.state import GatewayState
 from policies import service as policy_service
 
 router = APIRouter(prefix="/v1", tags=["extract"], responses=ERROR_RESPONSES)
@@ -194,14 +196,19 @@ def extracts_of_subject(
     body: SubjectRequest, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
     oversee(session, state, principal, audit)
+    payload = subject_extracts(session, state, audit, bsn=body.bsn, privacy_unit_id=body.privacy_unit_id)
+    return respond(session, audit, payload, rows_released=len(payload["extracts"]))
+
+
+def subject_extracts(
+    session: Session, state: GatewayState, audit: AuditContext, *, bsn: str | None, privacy_unit_id: str | None
+) -> dict[str, Any]:
+    """An inzage's findings (API and console alike), the person named in the event only by a pseudonym."""
     audit.event.query = "inzage: extracts of one person"  # never the BSN itself
-    identifiers = (
-        [body.privacy_unit_id] if body.privacy_unit_id else extract_service.persons_for_bsn(state, body.bsn or "")
-    )
+    identifiers = [privacy_unit_id] if privacy_unit_id else extract_service.persons_for_bsn(state, bsn or "")
     if identifiers:
         audit.event.data_subject_id = extract_service.subject_pseudonym(state, identifiers[0])
         audit.event.data_subject_type = "pseudonym:inzage"
     found, unknown = extract_service.extracts_of_subject(session, state, identifiers)
     # Extracts whose stream never recorded its end (a crash) may hold the person: shown, never hidden.
-    payload = {"persons_found": len(identifiers), "extracts": found, "extracts_without_record": unknown}
-    return respond(session, audit, payload, rows_released=len(found))
+    return {"persons_found": len(identifiers), "extracts": found, "extracts_without_record": unknown}
