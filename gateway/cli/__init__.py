@@ -7,11 +7,11 @@ from gateway.cli.base import app
 
 # Importing the audiences registers their commands on ``app``, in the order ``datapoort --help`` lists.
 # isort: off
-from gateway.cli import serve, client, audit, admin, datasets, peers
+from gateway.cli import serve, client, audit, admin, datasets, peers, console
 # isort: on
 
 __all__ = ["app", "main"]
-_AUDIENCES = (serve, client, audit, admin, datasets, peers)
+_AUDIENCES = (serve, client, audit, admin, datasets, peers, console)
 
 
 def main() -> None:

@@ -288,3 +288,26 @@ def test_a_broken_chain_is_shown_red_with_its_first_broken_sequence(api: Api) ->
     assert events[-1].action == "audit:verify"
     assert events[-1].sequence > target  # the page's own event is appended to the same (broken) log
     assert isinstance(events[-1], AuditEvent)
+
+
+def test_the_operator_ends_an_officers_sessions_from_the_host(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    sign_in(api.client, api.keys["privacy_officer"])
+    monkeypatch.setenv("DATAPOORT_DATABASE_URL", api.settings.state_database_url)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["console", "sessions", "--data-dir", str(api.settings.data_dir)])
+    assert listed.exit_code == 0, listed.output
+    assert "fg-voorbeeldstad" in listed.output
+    assert "via api_key" in listed.output
+    ended = runner.invoke(
+        app, ["console", "revoke", "--principal", "fg-voorbeeldstad", "--data-dir", str(api.settings.data_dir)]
+    )
+    assert ended.exit_code == 0, ended.output
+    assert "1 console session(s) ended" in ended.output
+    assert api.client.get("/console", follow_redirects=False).status_code == 303
+    revoked = [e for e in api.events() if e.query == "console sessions revoked: fg-voorbeeldstad"]
+    assert [e.principal_id.startswith("system:cli:") for e in revoked] == [True]
+    assert runner.invoke(app, ["console", "revoke", "--data-dir", str(api.settings.data_dir)]).exit_code == 2
