@@ -79,6 +79,12 @@ def page(
     return [event_record(event) for event in events], events[-1].sequence if more and events else None
 
 
+def newest(session: Session, where: EventFilter, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest ``limit`` events matching ``where``, newest first."""
+    statement = where.apply(select(AuditEvent)).order_by(AuditEvent.sequence.desc()).limit(max(1, min(limit, MAX_PAGE)))
+    return [event_record(event) for event in session.scalars(statement)]
+
+
 def stream(session: Session, where: EventFilter, *, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
     """Every matching event, in batches (a server-side cursor on PostgreSQL), in constant memory."""
     statement = where.apply(select(AuditEvent)).order_by(AuditEvent.sequence).execution_options(yield_per=batch_size)

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         default=None, description="A confidential client's secret, in a 0600 file (PKCE is used either way)."
     )
     console_session_minutes: int = Field(
-        default=30, ge=1, le=720, description="A console session unused this long has ended."
+        default=30, ge=2, le=720, description="A console session unused this long has ended."
     )
     console_session_hours: float = Field(
         default=8, gt=0, le=24, description="A console session ends this long after sign-in, however it is used."
@@ -138,10 +138,17 @@ class Settings(BaseSettings):
         description="auto: the console's cookies are Secure when the request came over TLS (uvicorn's "
         "--proxy-headers counts a trusted proxy's X-Forwarded-Proto); always: also behind a proxy that hides it.",
     )
+    console_verify_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="The console's overview shows a chain verification at most this old (0: verify at every "
+        "view); its 'verify now' button verifies at once. A long log takes seconds to verify.",
+    )
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+$",
-        description="The gateway's address as browsers see it (the console's OIDC redirect); default: the request's.",
+        description="The gateway's address as browsers see it: the console's OIDC redirect URI is built from it.",
     )
     max_groups: int = Field(default=10_000, ge=1, description="The most groups one answer may hold.")
     peer_timeout_seconds: float = Field(
@@ -199,11 +206,12 @@ class Settings(BaseSettings):
             raise ValueError("OIDC needs oidc_issuer, oidc_audience and oidc_jwks_file or oidc_jwks_url together")
         if self.oidc_jwks_file is not None and self.oidc_jwks_url is not None:
             raise ValueError("give oidc_jwks_file or oidc_jwks_url, not both")
-        console = [self.oidc_authorization_endpoint, self.oidc_token_endpoint, self.oidc_client_id]
-        if any(console) and not (all(console) and self.oidc_enabled):
+        console = [self.oidc_authorization_endpoint, self.oidc_token_endpoint, self.oidc_client_id, self.public_url]
+        if any(console[:3]) and not (all(console) and self.oidc_enabled):
             raise ValueError(
                 "console sign-in with the identity provider needs oidc_authorization_endpoint, "
-                "oidc_token_endpoint and oidc_client_id together, besides the provider's issuer and keys"
+                "oidc_token_endpoint, oidc_client_id and public_url (its redirect URI is registered with the "
+                "provider) together, besides the provider's issuer and keys"
             )
         return self
 

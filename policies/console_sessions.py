@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from policies import api_keys
@@ -105,17 +105,26 @@ def open_session(
     return OpenedSession(cookie=f"{session_id}.{_encode(secret)}", session_id=session_id, expires_at=expires_at)
 
 
-def resolve(session: Session, cookie: str, *, now: datetime, idle: timedelta) -> ActiveSession:
-    """The session a cookie stands for, if it may still be used; every failure is the same failure."""
+def _presented(session: Session, cookie: str) -> tuple[ConsoleSession, bytes] | None:
+    """The stored session a cookie names, if the cookie holds its secret."""
     session_id, _, encoded = cookie.partition(".")
     secret = _decode(encoded) if encoded else None
     row = session.get(ConsoleSession, session_id) if len(session_id) == 2 * _ID_BYTES else None
     presented = api_keys.hash_secret(secret or b"")
     # Always compare, also for an unknown id, so that timing does not tell which ids exist.
     matches = hmac.compare_digest(presented, row.secret_sha256 if row is not None else "0" * 64)
+    return (row, secret) if row is not None and secret is not None and matches else None
+
+
+def resolve(session: Session, cookie: str, *, now: datetime, idle: timedelta) -> ActiveSession:
+    """The session a cookie stands for, if it may still be used; every failure is the same failure."""
+    if idle <= TOUCH_EVERY:
+        raise ValueError("a session's idle limit must be longer than the interval its use is noted at")
+    found = _presented(session, cookie)
     refused = AuthenticationFailed("the console session has ended; sign in again")
-    if row is None or secret is None or not matches:
+    if found is None:
         raise refused
+    row, secret = found
     if row.revoked_at is not None or row.expires_at <= now or row.last_seen_at + idle <= now:
         raise refused
     principal = session.get(Principal, row.principal_id)
@@ -148,6 +157,19 @@ def revoke(session: Session, session_id: str, now: datetime) -> bool:
         .values(revoked_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_presented(session: Session, cookie: str, now: datetime) -> None:
+    """End the session a browser still holds when it signs in again (only with the cookie's secret: no one
+    can end another's session by naming its id)."""
+    found = _presented(session, cookie)
+    if found is not None:
+        revoke(session, found[0].id, now)
+
+
+def purge(session: Session, now: datetime, *, keep: timedelta = timedelta(days=30)) -> None:
+    """Forget sessions that ended more than ``keep`` ago (their sign-in and sign-out stay in the audit log)."""
+    session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now - keep))
 
 
 def revoke_all(session: Session, principal_id: str | None, now: datetime) -> int:

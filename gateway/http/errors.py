@@ -116,7 +116,15 @@ class ErrorPage(Protocol):
 
     prefix: str
 
-    def render(self, request: Request, status: int, code: str, detail: Any, request_id: str | None) -> Response: ...
+    def render(
+        self,
+        request: Request,
+        status: int,
+        code: str,
+        detail: Any,
+        request_id: str | None,
+        headers: dict[str, str] | None,
+    ) -> Response: ...
 
 
 def _audited_response(
@@ -136,8 +144,9 @@ def _audited_response(
             status, headers, extra = 503, None, {}
             code, detail = AuditUnavailable.code, "the request could not be audited, so it is not answered"
     page: ErrorPage | None = getattr(request.app.state, "error_page", None)
-    if page is not None and request.url.path.startswith(page.prefix):
-        return page.render(request, status, code, detail, context.request_id if context else None)
+    path = request.url.path
+    if page is not None and (path == page.prefix or path.startswith(page.prefix + "/")):
+        return page.render(request, status, code, detail, context.request_id if context else None, headers)
     return JSONResponse(_body(code, detail, request, **extra), status_code=status, headers=headers)
 
 

@@ -59,6 +59,7 @@ def current_officer(request: Request, state: StateDep, audit: AuditDep) -> conso
         )
         _identify(session, state, audit, active.principal)
     audit.console_session_id = active.session_id if active.needs_touch else None
+    request.state.console_officer = active  # a refusal page still offers sign-out
     _rate_limit(request, active.principal.key_id or f"principal:{active.principal.id}")
     return active
 
@@ -91,7 +92,7 @@ def _rate_limit(request: Request, caller: str) -> None:
 @router.get("/login")
 def sign_in_form(request: Request, state: StateDep, ended: Annotated[bool, Query()] = False) -> Response:
     """The form holds nothing of the log, so showing it is not an audit event; using it is."""
-    sign_in = SignIn.new()
+    sign_in = sign_in_from(request, state.settings) or SignIn.new()  # a second tab keeps the first one's form valid
     content = render(
         "login.html",
         officer=None,
@@ -106,6 +107,7 @@ def sign_in_form(request: Request, state: StateDep, ended: Annotated[bool, Query
 
 
 def _open(
+    request: Request,
     session: Session,
     state: GatewayState,
     audit: AuditContext,
@@ -115,8 +117,12 @@ def _open(
     not_after: datetime | None,
 ) -> console_sessions.OpenedSession:
     """Decide oversight, open the session and commit it with the sign-in's event (one transaction: a
-    session exists only with the event that records it)."""
+    session exists only with the event that records it). A session the browser still holds ends."""
     oversee(session, state, principal, audit)
+    previous = session_cookie(request, state.settings)
+    if previous:
+        console_sessions.revoke_presented(session, previous, audit.started_at)
+    console_sessions.purge(session, audit.started_at)
     opened = console_sessions.open_session(
         session,
         principal,
@@ -153,20 +159,19 @@ def sign_in_with_key(
     _rate_limit(request, f"console-sign-in:{audit.event.client_address}")
     principal = policy_service.authenticate_key(session, api_key.strip(), now=audit.started_at)
     _identify(session, state, audit, principal)
-    opened = _open(session, state, audit, principal, via="api_key", not_after=None)
+    opened = _open(request, session, state, audit, principal, via="api_key", not_after=None)
     return _signed_in(request, state, opened, redirect("/console"))
 
 
 def _redirect_uri(request: Request, state: GatewayState) -> str:
-    base = state.settings.public_url or str(request.base_url).rstrip("/")
-    return f"{base}/console/oidc/callback"
+    return f"{state.settings.public_url}/console/oidc/callback"  # never from the request's Host header
 
 
 @router.get("/oidc/start")
 def start_identity_provider_sign_in(request: Request, state: StateDep) -> Response:
     if not state.settings.console_oidc_enabled:
         raise ConfigurationError("sign-in with the identity provider is not configured on this gateway")
-    sign_in = SignIn.new()
+    sign_in = sign_in_from(request, state.settings) or SignIn.new()
     response = redirect(oidc.authorization_url(state.settings, sign_in, _redirect_uri(request, state)))
     set_sign_in_cookie(response, request, state.settings, sign_in)
     return response
@@ -202,8 +207,10 @@ def finish_identity_provider_sign_in(
         now=audit.started_at,
     )
     _identify(session, state, audit, principal)
-    expires = datetime.fromtimestamp(verified.expires_at, UTC) if verified.expires_at else None
-    opened = _open(session, state, audit, principal, via="oidc", not_after=expires)
+    # The session lasts as long as the ID token (no refresh tokens are kept): an officer signs in again then.
+    latest = audit.started_at + timedelta(hours=state.settings.console_session_hours)
+    expires = min(datetime.fromtimestamp(verified.expires_at, UTC), latest) if verified.expires_at else None
+    opened = _open(request, session, state, audit, principal, via="oidc", not_after=expires)
     # Not a redirect: the provider's redirect here began on another site, and a browser keeps a SameSite=
     # Strict cookie out of every step of such a chain. A page of ours that moves on is a same-site step.
     response = html(render("signed_in.html", officer=None, request_id=audit.request_id))
@@ -220,7 +227,10 @@ def sign_out(
     csrf_token: CsrfField = None,
 ) -> Response:
     check_form(officer, csrf_token)
+    # Ended first, in a transaction of its own: if the sign-out's event then cannot be written, the session
+    # is over all the same (the safe direction; nothing leaves with a sign-out).
     console_sessions.revoke(session, officer.session_id, audit.started_at)
+    session.commit()
     audit.event.query = "console sign-out"
     commit_with_event(session, audit, audit.finish(decision="allow", detail=f"session {officer.session_id}"))
     response = redirect("/console/login")

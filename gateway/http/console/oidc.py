@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from gateway.exceptions import ConfigurationError
 from gateway.http.console.security import SignIn
 from gateway.settings import Settings
 from policies.exceptions import AuthenticationFailed
@@ -43,12 +44,15 @@ def exchange_code(settings: Settings, sign_in: SignIn, code: str, redirect_uri: 
         "code_verifier": sign_in.code_verifier,
     }
     if settings.oidc_client_secret_path is not None:
-        form["client_secret"] = settings.oidc_client_secret_path.read_text(encoding="utf-8").strip()
+        try:
+            form["client_secret"] = settings.oidc_client_secret_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError("the console's OIDC client secret file cannot be read") from exc
     try:
         response = httpx.post(
             settings.oidc_token_endpoint or "", data=form, timeout=EXCHANGE_SECONDS, follow_redirects=False
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise AuthenticationFailed(f"the identity provider could not be reached ({type(exc).__name__})") from exc
     if response.status_code != 200:
         raise AuthenticationFailed(f"the identity provider refused the sign-in (HTTP {response.status_code})")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Response
+from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,10 +22,11 @@ from sqlalchemy.orm import Session
 from audit import checkpoints, review
 from audit.models import AuditCheckpoint
 from audit.service import verify_log
+from gateway.audit_trail import commit_with_event
 from gateway.exceptions import InvalidQuery, NotFound
 from gateway.http.console.auth import CsrfField, OfficerDep, check_form
 from gateway.http.console.charts import Limit, Series, bar_chart, step_chart
-from gateway.http.console.rendering import page
+from gateway.http.console.rendering import page, redirect
 from gateway.http.dependencies import AuditDep, SessionDep, StateDep, audited_as
 from gateway.http.routers.audit import ExportFormat, exported, oversee
 from gateway.http.routers.extract import subject_extracts
@@ -36,6 +38,8 @@ from policies import management
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 PAGE_SIZE = 50
+REIDENTIFICATIONS_SHOWN = 200
+"""The latest re-identifications on the grants page; all of them are in the events (action reidentify)."""
 Text = Annotated[str, Query(max_length=128)]
 
 
@@ -46,26 +50,62 @@ def _base(officer: Any, nav: str) -> dict[str, Any]:
 # The dashboard
 
 
-def _chain_state(state: GatewayState) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """The latest verification of the whole chain in this process: a long log takes seconds to verify,
+    too long to repeat at every view of the overview (``DATAPOORT_CONSOLE_VERIFY_SECONDS``)."""
+
+    report: dict[str, Any]
+    verified_at: datetime
+
+
+def _chain_state(request: Request, state: GatewayState, now: datetime, *, fresh: bool) -> dict[str, Any]:
+    cached: ChainCheck | None = getattr(request.app.state, "console_chain_check", None)
+    if (
+        not fresh
+        and cached is not None
+        and now - cached.verified_at < timedelta(seconds=state.settings.console_verify_seconds)
+    ):
+        return {**cached.report, "verified_at": cached.verified_at}
     keys = verification_keys(state.settings)
     with state.sessions() as reader:
         read_snapshot(reader)  # one consistent view while the gateway keeps writing
         result = verify_log(reader, keys or None, max_gap=state.settings.audit_checkpoint_every_events)
         latest = checkpoints.latest_checkpoint(reader)
-    return {
+    report = {
         **result.report(),
         "verified_with_keys": bool(keys),
         "latest_signed": None
         if latest is None
         else {"sequence": latest.sequence, "signed_at": latest.signed_at, "key_id": latest.key_id},
     }
+    request.app.state.console_chain_check = ChainCheck(report, now)
+    return {**report, "verified_at": now}
+
+
+@router.post("/verify", dependencies=[Depends(audited_as("audit:verify"))])
+def verify_now(
+    request: Request,
+    officer: OfficerDep,
+    session: SessionDep,
+    state: StateDep,
+    audit: AuditDep,
+    csrf_token: CsrfField = None,
+) -> Response:
+    check_form(officer, csrf_token)
+    oversee(session, state, officer.principal, audit)
+    audit.event.query = "console: verify the chain now"
+    chain = _chain_state(request, state, audit.started_at, fresh=True)
+    outcome = "intact" if chain["ok"] else f"broken at {chain['first_broken_sequence']}"
+    commit_with_event(session, audit, audit.finish(decision="allow", detail=f"chain {outcome}"))
+    return redirect("/console")
 
 
 @router.get("", dependencies=[Depends(audited_as("audit:verify"))])
-def dashboard(officer: OfficerDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
+def dashboard(request: Request, officer: OfficerDep, session: SessionDep, state: StateDep, audit: AuditDep) -> Response:
     oversee(session, state, officer.principal, audit)
     audit.event.query = "console dashboard: the chain verified, today's requests, refusals and budget use"
-    chain = _chain_state(state)
+    chain = _chain_state(request, state, audit.started_at, fresh=False)
     today = datetime.combine(audit.started_at.date(), time(), UTC)
     decisions = review.decisions_since(session, today)
     refusals = review.denial_summary(session, review.EventFilter(since=today))
@@ -98,9 +138,12 @@ def _day(value: str | None, name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise InvalidQuery(f"{name}: give a date as YYYY-MM-DD") from None
+    if day.year > 9000:  # a day after the last one a datetime can hold
+        raise InvalidQuery(f"{name}: give a date before the year 9000")
+    return day
 
 
 def console_filter(
@@ -204,7 +247,7 @@ def event(
         session,
         audit,
         "event.html",
-        rows_released=1 + len(trace),
+        rows_released=max(1, len(trace)),  # the trace holds the event itself
         **_base(officer, "events"),
         record=record,
         trace_id=trace_id,
@@ -312,14 +355,14 @@ def budget(
 
 
 def _reidentifications(session: Session) -> list[dict[str, Any]]:
-    found, _ = review.page(session, review.EventFilter(action="reidentify"), limit=review.MAX_PAGE)
+    found = review.newest(session, review.EventFilter(action="reidentify"), limit=REIDENTIFICATIONS_SHOWN)
     for record in found:
         try:
             asked = json.loads(record.get("query") or "{}")
         except ValueError:
             asked = {}
         record["justification"] = asked.get("justification") if isinstance(asked, dict) else None
-    return list(reversed(found))
+    return found
 
 
 @router.get("/grants", dependencies=[Depends(audited_as("admin:read"))])
@@ -338,16 +381,18 @@ def grants(
     listed = management.list_grants(
         session, management.GrantFilter(include_inactive=include_inactive, now=audit.started_at)
     )
+    refusals = review.denial_summary(session, review.EventFilter())
+    reidentifications = _reidentifications(session)
     return page(
         session,
         audit,
         "grants.html",
-        rows_released=len(listed),
+        rows_released=len(listed) + len(refusals) + len(reidentifications),
         **_base(officer, "grants"),
         grants=listed,
         deny_rules=management.list_deny_rules(session, None),
-        refusals=review.denial_summary(session, review.EventFilter()),
-        reidentifications=_reidentifications(session),
+        refusals=refusals,
+        reidentifications=reidentifications,
         include_inactive=include_inactive,
     )
 

@@ -73,17 +73,40 @@ def redirect(location: str) -> RedirectResponse:
 
 
 class ConsoleErrorPage:
-    """A refusal under ``/console`` as a page (the API's code and request id on it), or, for a browser
-    without a valid session, the way back to signing in."""
+    """A refusal under ``/console`` as a page (the API's code and request id on it), or, for a page asked
+    for without a valid session, the way back to signing in."""
 
     prefix = "/console"
 
-    def render(self, request: Request, status: int, code: str, detail: Any, request_id: str | None) -> Response:
-        if status == 401:
-            return redirect("/console/login?ended=1")
+    def render(
+        self,
+        request: Request,
+        status: int,
+        code: str,
+        detail: Any,
+        request_id: str | None,
+        headers: dict[str, str] | None,
+    ) -> Response:
+        if status == 401 and request.method == "GET" and not request.url.path.startswith("/console/oidc/"):
+            response: Response = redirect("/console/login?ended=1")
+            for name in ("datapoort-console", "__Host-datapoort-console"):  # a cookie that no longer works
+                response.delete_cookie(name, path="/", secure=name.startswith("__Host-"), httponly=True)
+            return response
         text = detail if isinstance(detail, str) else "; ".join(_problem(item) for item in detail or [])
-        content = render("error.html", status=status, code=code, detail=text, request_id=request_id, officer=None)
-        return html(content, status_code=status)
+        officer = getattr(request.state, "console_officer", None)  # signed in: the page still offers sign-out
+        content = render(
+            "error.html",
+            status=status,
+            code=code,
+            detail=text,
+            request_id=request_id,
+            officer=officer.principal if officer else None,
+            csrf_token=officer.csrf_token if officer else "",
+            nav="",
+        )
+        response = html(content, status_code=status)
+        response.headers.update(headers or {})
+        return response
 
 
 def _problem(item: Any) -> str:

@@ -99,13 +99,17 @@ def serve(settings: Settings, *, ssl_files: tuple[Path, Path] | None = None) -> 
         thread.join(timeout=30)
 
 
-def gateway_settings(directory: Path, demo_dir: Path, demo_snapshots: Path, **overrides: Any) -> Settings:
+def gateway_settings(
+    directory: Path, demo_dir: Path, demo_snapshots: Path, *, scheme: str = "http", **overrides: Any
+) -> Settings:
+    port = free_port()
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=directory,
         catalog=demo_dir / "catalog.yaml",
         instance="console",
-        port=free_port(),
+        port=port,
+        public_url=f"{scheme}://127.0.0.1:{port}",
         **overrides,
     )
     shutil.copytree(demo_snapshots / "snapshots", settings.snapshot_dir)

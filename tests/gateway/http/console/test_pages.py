@@ -102,7 +102,8 @@ def test_a_sign_in_without_the_forms_token_is_refused_and_audited(api: Api) -> N
 def test_a_wrong_key_is_refused_and_an_analyst_may_not_open_the_console(api: Api) -> None:
     form = api.client.get("/console/login")
     wrong = api.client.post("/console/login", data={"api_key": "dpk_nonsense", "csrf_token": _csrf(form.text)})
-    assert wrong.status_code in (303, 200)  # a 401 sends the browser back to the sign-in page
+    assert wrong.status_code == 401
+    assert "authentication_failed" in wrong.text  # said, not sent back as if a session had ended
     assert COOKIE not in api.client.cookies
     form = api.client.get("/console/login")
     analyst = api.client.post("/console/login", data={"api_key": api.keys["analyst"], "csrf_token": _csrf(form.text)})
@@ -280,6 +281,12 @@ def test_a_broken_chain_is_shown_red_with_its_first_broken_sequence(api: Api) ->
     sign_in(api.client, api.keys["privacy_officer"])
     target = api.events()[1].sequence
     api.execute(f"UPDATE audit_event SET purpose = 'vervalst' WHERE sequence = {target}")
+    # The overview shows the verification of the last minute; 'verify now' verifies at once.
+    assert "Auditketen intact" in api.client.get("/console").text
+    token = _csrf(api.client.get("/console").text)
+    verified = api.client.post("/console/verify", data={"csrf_token": token}, follow_redirects=False)
+    assert verified.status_code == 303
+    assert "chain broken at" in (api.events()[-1].detail or "")
     response = api.client.get("/console")
     assert response.status_code == 200
     assert "Auditketen GEBROKEN" in response.text
@@ -311,3 +318,66 @@ def test_the_operator_ends_an_officers_sessions_from_the_host(api: Api, monkeypa
     revoked = [e for e in api.events() if e.query == "console sessions revoked: fg-voorbeeldstad"]
     assert [e.principal_id.startswith("system:cli:") for e in revoked] == [True]
     assert runner.invoke(app, ["console", "revoke", "--data-dir", str(api.settings.data_dir)]).exit_code == 2
+
+
+def test_odd_filters_are_refused_as_bad_input_never_a_failure(api: Api) -> None:
+    sign_in(api.client, api.keys["privacy_officer"])
+    for query in ("until=9999-12-31", "since=0001-01-01&until=9999-01-01", "decision=maybe", "after=-1"):
+        response = api.client.get(f"/console/events?{query}")
+        assert 400 <= response.status_code < 500, (query, response.status_code)
+    assert api.client.get("/console/events/export?format=xml").status_code == 422
+    assert api.client.get("/console/events?since=0001-01-01").status_code == 200
+
+
+def test_signing_in_again_ends_the_session_the_browser_held(api: Api) -> None:
+    sign_in(api.client, api.keys["privacy_officer"])
+    first = api.client.cookies[COOKIE]
+    sign_in(api.client, api.keys["privacy_officer"])
+    assert api.client.cookies[COOKIE] != first
+    stale = TestClient(api.client.app)
+    stale.cookies.set(COOKIE, first)
+    assert stale.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_a_refusal_page_of_a_signed_in_officer_still_offers_sign_out(api: Api) -> None:
+    sign_in(api.client, api.keys["privacy_officer"])
+    missing = api.client.get("/console/events/999999")
+    assert missing.status_code == 404
+    assert 'action="/console/logout"' in missing.text
+    token = _csrf(missing.text)
+    assert api.client.post("/console/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+
+
+def test_an_identity_provider_callback_that_was_not_started_here_is_refused(api: Api) -> None:
+    from gateway.http.app import create_app
+    from tests.policies.test_tokens import AUDIENCE, ISSUER, Provider
+
+    provider = Provider(api.settings.data_dir)
+    settings = api.settings.model_copy(
+        update={
+            "oidc_issuer": ISSUER,
+            "oidc_audience": AUDIENCE,
+            "oidc_jwks_file": provider.path,
+            "oidc_authorization_endpoint": "http://127.0.0.1:9/authorize",
+            "oidc_token_endpoint": "http://127.0.0.1:9/token",
+            "oidc_client_id": "console",
+            "public_url": "http://testserver",
+        }
+    )
+    with TestClient(create_app(settings)) as client:
+        start = client.get("/console/oidc/start", follow_redirects=False)
+        assert start.status_code == 303
+        location = start.headers["location"]
+        assert location.startswith("http://127.0.0.1:9/authorize?")
+        assert "code_challenge_method=S256" in location
+        assert "redirect_uri=http%3A%2F%2Ftestserver%2F" in location
+        forged = client.get("/console/oidc/callback?code=x&state=forged")
+        assert forged.status_code == 403
+        assert "csrf_failed" in forged.text
+        state = location.split("state=")[1].split("&")[0]
+        unreachable = client.get(f"/console/oidc/callback?code=x&state={state}")  # the token endpoint is down
+        assert unreachable.status_code == 401
+        assert "authentication_failed" in unreachable.text
+        refused = client.get(f"/console/oidc/callback?error=access_denied&state={state}")
+        assert refused.status_code == 401
+        assert "access_denied" in refused.text
