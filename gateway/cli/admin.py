@@ -73,14 +73,14 @@ def _administer(data_dir: Path, work: Any, *, read: bool = False) -> None:
 Org = Annotated[str | None, typer.Option("--org", help="Only this organisation.")]
 
 
-@orgs_app.command("list")
+@orgs_app.command("list", help="Organisations (casbin domains) and whether they are disabled.")
 def orgs_list(data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.list_organisations(session), read=True)
 
 
-@orgs_app.command("create")
+@orgs_app.command("create", help="Register an organisation or department (audited).")
 def orgs_create(
     organisation_id: str,
     name: Annotated[str, typer.Option(help="Display name.")],
@@ -107,14 +107,14 @@ def orgs_disable(organisation_id: str, data_dir: DataDir = Path(".datapoort")) -
     )
 
 
-@principals_app.command("list")
+@principals_app.command("list", help="Principals with their organisation, kind and roles.")
 def principals_list(org: Org = None, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.list_principals(session, org), read=True)
 
 
-@principals_app.command("create")
+@principals_app.command("create", help="Register a person or system that may call the gateway (audited).")
 def principals_create(
     principal_id: str,
     org: Annotated[str, typer.Option("--org", help="Its organisation.")],
@@ -132,7 +132,7 @@ def principals_create(
     )
 
 
-@principals_app.command("disable")
+@principals_app.command("disable", help="Disable a principal: its keys and sessions stop working at once (audited).")
 def principals_disable(principal_id: str, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
@@ -141,21 +141,21 @@ def principals_disable(principal_id: str, data_dir: DataDir = Path(".datapoort")
     )
 
 
-@principals_app.command("assign-role")
+@principals_app.command("assign-role", help="Give a principal a role in its organisation (audited).")
 def principals_assign_role(principal_id: str, role: str, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.assign_role(session, principal_id=principal_id, role=role))
 
 
-@principals_app.command("remove-role")
+@principals_app.command("remove-role", help="Take a role from a principal (audited).")
 def principals_remove_role(principal_id: str, role: str, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.remove_role(session, principal_id=principal_id, role=role))
 
 
-@keys_app.command("list")
+@keys_app.command("list", help="API keys with their principal, label and expiry (never their secrets).")
 def keys_list(org: Org = None, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
@@ -189,14 +189,14 @@ def keys_revoke(key_id: str, data_dir: DataDir = Path(".datapoort")) -> None:
     _administer(data_dir, lambda session, now: management.revoke_key(session, key_id=key_id, now=now))
 
 
-@purposes_app.command("list")
+@purposes_app.command("list", help="The purpose register (doelbinding): codes, owners, register URIs.")
 def purposes_list(data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.list_purposes(session), read=True)
 
 
-@purposes_app.command("register")
+@purposes_app.command("register", help="Register a purpose that grants may name (audited).")
 def purposes_register(
     code: str,
     description: Annotated[str, typer.Option(help="What the processing is for.")],
@@ -214,7 +214,7 @@ def purposes_register(
     )
 
 
-@purposes_app.command("retire")
+@purposes_app.command("retire", help="Retire a purpose: grants naming it allow nothing from then on (audited).")
 def purposes_retire(code: str, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
@@ -239,7 +239,9 @@ def grants_list(
     _administer(data_dir, listing, read=True)
 
 
-@grants_app.command("create")
+@grants_app.command(
+    "create", help="Grant an action on a dataset for a purpose, on a legal basis, with a budget (audited)."
+)
 def grants_create(
     subject: Annotated[str, typer.Option(help="principal:<id> or role:<name>.")],
     org: Annotated[str, typer.Option("--org", help="The organisation (domain).")],
@@ -278,14 +280,14 @@ def grants_create(
     )
 
 
-@grants_app.command("revoke")
+@grants_app.command("revoke", help="Revoke a grant at once, in every process within two seconds (audited).")
 def grants_revoke(grant_id: int, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 
     _administer(data_dir, lambda session, now: management.revoke_grant(session, grant_id=grant_id, now=now))
 
 
-@grants_app.command("expire")
+@grants_app.command("expire", help="Set the end of a grant's validity (audited).")
 def grants_expire(
     grant_id: int,
     until: Annotated[str, typer.Option(help="End of validity (ISO time with zone).")],
@@ -321,7 +323,7 @@ def grants_deny(
     )
 
 
-@grants_app.command("undeny")
+@grants_app.command("undeny", help="Remove a deny rule (audited).")
 def grants_undeny(rule_id: int, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import management
 

@@ -17,7 +17,7 @@ peers_app = typer.Typer(help="Peer gateways of other gemeenten, for comparisons.
 app.add_typer(peers_app, name="peers")
 
 
-@peers_app.command("list")
+@peers_app.command("list", help="The peer gateways of other gemeenten this one may compare with.")
 def peers_list(data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import peers
 
@@ -52,7 +52,7 @@ def peers_add(
     _administer(data_dir, register)
 
 
-@peers_app.command("disable")
+@peers_app.command("disable", help="Stop asking a peer gateway in comparisons (audited).")
 def peers_disable(name: str, data_dir: DataDir = Path(".datapoort")) -> None:
     from policies import peers
 

@@ -54,9 +54,26 @@ def serve(
     data_dir: DataDir = Path(".datapoort"),
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    no_signing: Annotated[
+        bool,
+        typer.Option(
+            "--no-signing", help="Serve without an audit signing key: a cut end of the log cannot be detected."
+        ),
+    ] = False,
 ) -> None:
-    """Migrate the state database and serve the API."""
+    """Migrate the state database and serve the API (refused without an audit signing key)."""
     settings = load_settings(data_dir, host=host, port=port)
+    if settings.signing_key_file is None and not no_signing:
+        # Without signed checkpoints, removing the newest events leaves a log that still verifies: the
+        # privacy officer could not tell. Serving so must be a choice, said out loud.
+        typer.echo(
+            "no audit signing key: set DATAPOORT_AUDIT_SIGNING_KEY_PATH (`datapoort audit keygen` makes one) "
+            "or start with --no-signing",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if settings.signing_key_file is None:
+        typer.echo("serving WITHOUT an audit signing key (--no-signing)", err=True)
     upgrade_state(settings)
     _serve(settings)
 

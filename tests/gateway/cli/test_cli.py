@@ -274,3 +274,24 @@ def test_the_partner_pulls_an_extract_and_the_privacy_officer_traces_it(
     )
     assert refused.exit_code == 1
     assert "policy_denied" in refused.output
+
+
+def test_serve_refuses_to_start_without_an_audit_signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli import serve as serve_module
+
+    monkeypatch.delenv("DATAPOORT_AUDIT_SIGNING_KEY_PATH", raising=False)
+    monkeypatch.delenv("DATAPOORT_DATABASE_URL", raising=False)
+    served: list[object] = []
+    monkeypatch.setattr(serve_module, "_serve", served.append)
+    refused = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "no audit signing key" in refused.output
+    assert served == []
+    allowed = runner.invoke(app, ["serve", "--data-dir", str(tmp_path), "--no-signing"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "WITHOUT an audit signing key" in allowed.output
+    assert len(served) == 1
+    assert runner.invoke(app, ["audit", "keygen", "--out-dir", str(tmp_path)]).exit_code == 0
+    signed = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
+    assert signed.exit_code == 0, signed.output
+    assert len(served) == 2
