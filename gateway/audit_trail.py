@@ -13,15 +13,17 @@ import json
 import logging
 import re
 import secrets
+import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import service as audit_service
 from audit.exceptions import AuditUnavailable
+from audit.models import AuditEvent
 from policies import console_sessions
 from policies import service as policy_service
 from policies.management import Change
@@ -163,6 +165,22 @@ def _end_snapshot(session: Session) -> None:
             session.commit()
 
 
+AUDIT_OBSERVER_KEY = "datapoort_audit_observer"
+"""Where a session finds its ``AuditObserver`` (``Session.info``), put there by ``observe_audit``."""
+
+
+class AuditObserver(Protocol):
+    """Told of every committed event (e.g. the app's metrics): the one place every spend passes."""
+
+    def audit_committed(self, event: AuditEvent, seconds: float) -> None: ...
+
+
+def observe_audit(sessions: sessionmaker[Session], observer: AuditObserver) -> None:
+    """Have every session of ``sessions`` tell ``observer`` of the events it commits. In the sessions'
+    info rather than a global, so that several apps in one process (tests) each see their own."""
+    sessions.configure(info={**sessions.kw.get("info", {}), AUDIT_OBSERVER_KEY: observer})
+
+
 def commit_with_event(session: Session, context: AuditContext, draft: audit_service.EventDraft) -> None:
     """Append the event to the request's transaction and commit both; fail closed on any error. After a
     read-only snapshot (the request's reads), the event is written in a transaction of its own."""
@@ -175,7 +193,8 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
         draft = _without_nul(replace(draft, query=capped_query(draft.query)))
         if draft.purpose is not None and draft.processing_activity_id is None:
             draft = replace(draft, processing_activity_id=policy_service.register_uri(session, draft.purpose))
-        audit_service.append_event(session, draft)
+        started = time.perf_counter()
+        event = audit_service.append_event(session, draft)
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
@@ -185,6 +204,9 @@ def commit_with_event(session: Session, context: AuditContext, draft: audit_serv
         session.rollback()
         raise
     context.written = True
+    observer: AuditObserver | None = session.info.get(AUDIT_OBSERVER_KEY)
+    if observer is not None:
+        observer.audit_committed(event, time.perf_counter() - started)
 
 
 def describe_change(context: AuditContext, change: Change) -> str:

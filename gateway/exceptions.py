@@ -2,6 +2,7 @@
 
 GatewayError
  ├── CatalogError          the catalog file is missing or invalid (operator error, reported at start-up)
+ ├── InvalidDatasetChange  a dataset added or changed while running that the catalog cannot take
  ├── UnknownDataset        the query names a dataset the catalog does not hold or the action cannot use
  │    └── DatasetNotFound  a dataset asked for by name that the caller may not use (404)
  ├── UnknownColumn         the query names a column the dataset does not have
@@ -27,6 +28,10 @@ class GatewayError(Exception):
 
 class CatalogError(GatewayError):
     code = "catalog_invalid"
+
+
+class InvalidDatasetChange(GatewayError):
+    code = "invalid_dataset"
 
 
 class UnknownDataset(GatewayError):

@@ -185,8 +185,22 @@ class Settings(BaseSettings):
     extract_duckdb_threads: int = Field(
         default=1, ge=1, le=64, description="Threads of the extracts' DuckDB (each holds buffers of its own)."
     )
+    metrics_bind: str | None = Field(
+        default=None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$",
+        description="Serve Prometheus metrics on this host:port too (e.g. 127.0.0.1:9108), without a token: "
+        "bind it where only the scraper reaches. Default: no second server.",
+    )
+    metrics_token_path: Path | None = Field(
+        default=None,
+        description="A 0600 file holding the bearer token GET /metrics on the main port asks for; "
+        "without it /metrics there answers 404.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="`datapoort serve`'s logs: one JSON object per line, or plain text."
+    )
 
-    @field_validator("audit_signing_key_path", "pseudonym_key_path", "oidc_client_secret_path")
+    @field_validator("audit_signing_key_path", "pseudonym_key_path", "oidc_client_secret_path", "metrics_token_path")
     @classmethod
     def _key_file_is_private(cls, path: Path | None) -> Path | None:
         return None if path is None else private_key_file(path)

@@ -215,3 +215,18 @@ class ConsoleSession(PoliciesBase):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CatalogChange(PoliciesBase):
+    """One change to a dataset of the catalog made while the gateway runs (``datapoort datasets add``,
+    ``/v1/admin/datasets``): the dataset's whole entry after the change (JSON), or ``None`` for its removal.
+    The catalog in effect is the catalog file with, per dataset, its latest change applied; ``version``
+    (the latest change's) is what every process polls and every cache is keyed by."""
+
+    __tablename__ = "catalog_change"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(128), index=True)
+    entry: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(160))

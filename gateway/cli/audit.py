@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.base import DataDir, app, cli_actor, load_settings, parse_moment, upgrade_state
+from gateway.cli.progress import progress
 
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -43,7 +44,8 @@ def audit_verify(
     keys = checkpoints.load_public_keys(public_key) if public_key else verification_keys(settings)
     engine = create_state_engine(settings.state_database_url)
     try:
-        with session_factory(engine)() as session:
+        # The verifier says nothing until it is done: an indeterminate bar shows it is at work.
+        with session_factory(engine)() as session, progress("Verifying the audit log"):
             read_snapshot(session)
             result = verify_log(
                 session,

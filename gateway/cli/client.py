@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from gateway.cli.base import app
+from gateway.cli.progress import progress
 
 
 def _print_answer(body: dict[str, Any]) -> None:
@@ -162,9 +163,15 @@ def extract(
             if response.status_code != 200:
                 typer.echo(response.read().decode(errors="replace"), err=True)
                 raise typer.Exit(1)
-            with output.open("wb") as handle:
+            encoded = "content-encoding" in response.headers  # then the length is not of the bytes written
+            size = None if encoded else response.headers.get("content-length")  # a stream has none: a pulse
+            with (
+                output.open("wb") as handle,
+                progress(f"Extract to {output}", int(size) if size else None, transfer=True) as advance,
+            ):
                 for chunk in response.iter_bytes():
                     handle.write(chunk)
+                    advance(len(chunk))
             facts = {name[len("x-datapoort-") :]: value for name, value in response.headers.items()
                      if name.startswith("x-datapoort-")}  # fmt: skip
     except httpx.HTTPError as exc:

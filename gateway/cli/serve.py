@@ -22,6 +22,7 @@ def _serve(settings: Settings) -> None:
     from gateway.data.catalog import load_catalog
     from gateway.exceptions import CatalogError
     from gateway.http.app import create_app
+    from gateway.http.logging_setup import log_config
 
     try:
         load_catalog(settings.catalog_path)
@@ -33,6 +34,7 @@ def _serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=log_config(settings.log_format),
         server_header=False,
         # X-Forwarded-For only from the proxies the operator names: otherwise any local client could
         # choose the client address its audit events record.
@@ -109,6 +111,7 @@ def demo(
 
 def _set_up_demo(settings: Settings, residents: int, gemeente: str | None = None, seed: int | None = None) -> Settings:
     """Build the demo data (if absent), its keys and its principals; the settings that serve it."""
+    from gateway.cli.progress import progress
     from gateway.demo import generator, setup
     from gateway.store.database import create_state_engine, session_factory
 
@@ -118,9 +121,13 @@ def _set_up_demo(settings: Settings, residents: int, gemeente: str | None = None
     if not settings.catalog_path.is_file():
         name = gemeente or generator.GEMEENTE_NAME
         typer.echo(f"building {name} with {residents:,} residents in {settings.data_dir} ...")
-        built = generator.generate(
-            settings.data_dir, residents=residents, gemeente=name, seed=generator.DEFAULT_SEED if seed is None else seed
-        )
+        with progress(f"building {name}"):
+            built = generator.generate(
+                settings.data_dir,
+                residents=residents,
+                gemeente=name,
+                seed=generator.DEFAULT_SEED if seed is None else seed,
+            )
         typer.echo("  " + ", ".join(f"{name}: {rows:,} rows" for name, rows in built.rows.items()))
 
     from audit import checkpoints

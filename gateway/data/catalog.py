@@ -6,16 +6,17 @@ column it is about. Paths in it are relative to the catalog file.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anonymization import InvalidPrivacyParameter, Rule
-from gateway.exceptions import CatalogError
+from gateway.exceptions import CatalogError, InvalidDatasetChange
 from policies import budget as budget_service
 
 ColumnKind = Literal["identifier", "quasi_identifier", "sensitive", "attribute"]
@@ -49,6 +50,22 @@ class ColumnSpec(_Strict):
     """How an extract releases this column: ``band:N`` (integers), ``prefix:N`` (text), ``month`` or
     ``year`` (dates). Quasi-identifiers without one are released as they are (and still counted in
     the equivalence classes)."""
+
+    @field_validator("public_keys", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: object) -> object:
+        """Keys given as numbers (``[0, 1]``, a wijk number) are the same keys as text: group keys are
+        compared as text. A number that is not integral keeps its decimal form; a boolean is refused."""
+        if not isinstance(value, list):
+            return value
+        keys = []
+        for key in value:
+            if isinstance(key, bool):
+                raise ValueError("public_keys are text or numbers, not true/false")
+            if isinstance(key, float) and key.is_integer():
+                key = int(key)
+            keys.append(str(key) if isinstance(key, int | float) else key)
+        return keys
 
     @model_validator(mode="after")
     def _bounds_make_sense(self) -> ColumnSpec:
@@ -335,3 +352,31 @@ def load_catalog(path: Path) -> Catalog:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise CatalogError(f"catalog {path} is invalid: {problems}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
+
+
+def resolved_entry(name: str, entry: dict[str, object], base: Path) -> dict[str, object]:
+    """A dataset entry as the catalog file would hold it, its paths made absolute against ``base`` and its
+    public-key files inlined: what a change records, so it means the same in every process."""
+    raw: dict[str, object] = {"datasets": {name: entry}}
+    _resolve(base, raw)
+    return entry
+
+
+def with_changes(base: Catalog, entries: dict[str, str | None]) -> Catalog:
+    """The catalog file's catalog with each changed dataset's latest entry (JSON; ``None``: removed)."""
+    document = base.model_dump(mode="json", exclude_unset=True)
+    datasets = dict(document.get("datasets", {}))
+    for name, entry in entries.items():
+        if entry is None:
+            datasets.pop(name, None)
+        else:
+            datasets[name] = json.loads(entry)
+    document["datasets"] = datasets
+    try:
+        return Catalog.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidDatasetChange(f"the catalog with this change is invalid: {_problems(exc)}") from exc

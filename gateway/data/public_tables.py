@@ -82,15 +82,16 @@ class PublicTables:
 
     def __init__(self, fetch: Callable[[DatasetSpec, str], Sequence[tuple[Any, ...]]]) -> None:
         self._fetch = fetch
-        self._cache: dict[str, tuple[object, PublicTable]] = {}
+        self._cache: dict[str, tuple[object, DatasetSpec, PublicTable]] = {}
+        """Per table: the file's version and the catalog entry it was read under (a changed entry is read again)."""
         self._lock = threading.Lock()
 
     def get(self, name: str, spec: DatasetSpec) -> PublicTable:
         version = _version(spec)
         with self._lock:
             cached = self._cache.get(name)
-        if cached is not None and cached[0] == version and version is not None:
-            return cached[1]
+        if cached is not None and cached[0] == version and version is not None and cached[1] == spec:
+            return cached[2]
         columns = tuple(spec.columns)
         dialect = "postgres" if spec.source.kind == "postgresql" else "duckdb"
         projection = typed_projection(spec, set(columns), dialect)
@@ -104,7 +105,7 @@ class PublicTables:
         positions = [ordered.index(column) for column in columns]
         table = PublicTable(name, columns, tuple(tuple(row[p] for p in positions) for row in rows))
         with self._lock:
-            self._cache[name] = (version, table)
+            self._cache[name] = (version, spec, table)
         return table
 
 

@@ -392,6 +392,28 @@ def snapshot_key(dataset: DatasetSpec, seed: bytes, fingerprint: list[int]) -> s
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
+def _refuse_lost_precision(connection: duckdb.DuckDBPyConnection, dataset: DatasetSpec, staged: str) -> None:
+    """A value an integer column would round (``17000.5`` declared ``integer``) refuses the ingestion:
+    the operator declared the wrong type, and rounding it without a word would release other figures than
+    the data holds. The refusal counts the values and names no value or row."""
+    integers = [name for name, spec in dataset.columns.items() if spec.type == "integer"]
+    if not integers:
+        return
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE TRY_CAST({ident(name, 'duckdb')} AS DOUBLE) IS NOT NULL AND "
+        f"TRY_CAST({ident(name, 'duckdb')} AS DOUBLE) <> TRY_CAST({ident(name, 'duckdb')} AS BIGINT))"
+        for name in integers
+    )
+    found = connection.execute(f"SELECT {counts} FROM {staged}").fetchone() or ()
+    lossy = {name: int(count) for name, count in zip(integers, found, strict=True) if count}
+    if lossy:
+        described = ", ".join(f"{name} ({count} values)" for name, count in sorted(lossy.items()))
+        raise IngestionFailed(
+            f"values with decimals in integer columns would be rounded: {described}; declare them float "
+            "(with decimals) or correct the source"
+        )
+
+
 class SnapshotStore:
     """The snapshots of one data dir: making them, and knowing the current one of each dataset."""
 
@@ -606,6 +628,7 @@ class SnapshotStore:
                 for name, spec in dataset.columns.items()
             )
             nulled = connection.execute(f"SELECT {nulled_sql} FROM {staged}").fetchone() or ()
+            _refuse_lost_precision(connection, dataset, staged)
             without_unit = connection.execute(f"SELECT count(*) FROM typed WHERE {unit} IS NULL").fetchone()
             bounded = connection.execute(
                 f"SELECT count(*) FILTER (WHERE n > {m}), coalesce(sum(n - {m}) FILTER (WHERE n > {m}), 0) "

@@ -177,12 +177,13 @@ class PostgresSource:
     def __init__(self, url: str, *, statement_seconds: float = DEFAULT_STATEMENT_SECONDS) -> None:
         self._statement_ms = int(statement_seconds * 1000)
         self._engine: Engine = create_engine(url, pool_pre_ping=True)
-        self._checked: set[str] = set()
+        self._checked: dict[str, DatasetSpec] = {}
+        """Per dataset, the catalog entry its table was checked against (a changed entry is checked again)."""
         self._lock = threading.Lock()
 
     def check_columns(self, name: str, dataset: DatasetSpec) -> None:
-        """Refuse a table whose columns do not have the catalog's types (once per dataset)."""
-        if name in self._checked:
+        """Refuse a table whose columns do not have the catalog's types (once per dataset and entry)."""
+        if self._checked.get(name) == dataset:
             return
         table = dataset.source.table or ""
         schema, _, table_name = table.rpartition(".")
@@ -202,7 +203,7 @@ class PostgresSource:
                     f"{'missing' if column_type is None else column_type!s}, but the catalog says {spec.type}"
                 )
         with self._lock:
-            self._checked.add(name)
+            self._checked[name] = dataset
 
     def probe(self, dataset: DatasetSpec) -> None:
         """A database that does not answer, or a table or column gone since it was checked, is refused

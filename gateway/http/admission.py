@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -42,6 +43,8 @@ class OverloadLedger:
     sessions: sessionmaker[Session] | None = None
     instance: str = "datapoort"
     interval_seconds: float = 1.0
+    on_refusal: Callable[[], None] | None = None
+    """Told of each refusal as it happens (the metrics), not only when its summary is written."""
     _pending: list[tuple[str, str, str | None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -50,6 +53,8 @@ class OverloadLedger:
     def record(self, request_id: str, path: str, client: str | None) -> None:
         with self._lock:
             self._pending.append((request_id, path, client))
+        if self.on_refusal is not None:
+            self.on_refusal()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="datapoort-overload-ledger", daemon=True)

@@ -21,9 +21,11 @@ from gateway.http import console, docs
 from gateway.http.admission import AdmissionControl, OverloadLedger
 from gateway.http.body_limit import BodyLimit
 from gateway.http.errors import install_error_handlers
+from gateway.http.metrics import Metrics, RequestMetrics, serving, set_catalog
+from gateway.http.metrics import router as metrics_router
 from gateway.http.middleware import RequestContextMiddleware
 from gateway.http.rate_limit import RateLimiter
-from gateway.http.routers import admin, audit, catalog, compare, extract, health, peers, query
+from gateway.http.routers import admin, audit, catalog, catalog_admin, compare, extract, health, peers, query
 from gateway.keys.audit_signing import checkpoint_policy
 from gateway.keys.identity_provider import TokenAuthority
 from gateway.keys.pseudonym_secrets import load_master_secrets
@@ -48,12 +50,14 @@ def build_state(settings: Settings) -> GatewayState:
         write_wait_seconds=settings.state_write_wait_seconds,
     )
     sessions = session_factory(engine, checkpoint_policy(settings))
-    return GatewayState(
+    file_catalog = load_catalog(settings.catalog_path)
+    state = GatewayState(
         settings=settings,
         engine=engine,
         sessions=sessions,
         policy_engine=PolicyEngine(sessions, poll_seconds=settings.policy_poll_seconds),
-        catalog=load_catalog(settings.catalog_path),
+        catalog=file_catalog,
+        file_catalog=file_catalog,
         tokens=TokenAuthority.from_settings(settings),
         master_secrets=master_secrets,
         sources=Sources(
@@ -65,6 +69,8 @@ def build_state(settings: Settings) -> GatewayState:
             statement_seconds=settings.statement_seconds,
         ),
     )
+    state.note_secrets_file()
+    return state
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
@@ -135,6 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
         make_private(settings.state_database_url)
+        state.on_catalog = lambda version, catalog: set_catalog(metrics, version, len(catalog.datasets))
+        set_catalog(metrics, 0, len(state.catalog.datasets))
+        with state.sessions() as session:  # the datasets added or changed while earlier processes ran
+            state.follow_changes(session, force=True)
         _warn_readable_sources(state)
         if state.sources.snapshots is not None:  # files new or changed since the last start
             ingest_catalog(
@@ -160,7 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         overload.sessions = state.sessions
         overload.start()
         try:
-            yield
+            with serving(metrics, state.sessions, settings.metrics_bind):
+                yield
         finally:
             overload.stop()
             state.sources.close()
@@ -175,13 +186,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
 
-    overload = OverloadLedger(instance=settings.instance)
+    metrics = app.state.metrics = Metrics(settings.metrics_token_path)
+    overload = OverloadLedger(instance=settings.instance, on_refusal=metrics.overload_refused)
     # The last added runs first: request context, then admission, then the body limit, then the app.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         AdmissionControl, max_in_flight=settings.in_flight, queue_seconds=settings.queue_seconds, ledger=overload
     )
     app.add_middleware(RequestContextMiddleware, instance=settings.instance)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts every answer, refusals too
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(query.router)
@@ -191,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(extract.router)
     app.include_router(compare.router)
     app.include_router(peers.router)
+    app.include_router(catalog_admin.router)
     app.include_router(docs.router)
+    app.include_router(metrics_router)
     console.install(app)
     return app

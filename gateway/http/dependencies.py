@@ -81,6 +81,7 @@ def current_principal(
         context.event.organisation = principal.organisation
         with session.no_autoflush:
             state.policy_engine.ensure_current(session)  # the roles recorded are today's, not a cached snapshot's
+            state.follow_changes(session)  # datasets added or changed through any process, rotated secrets
         context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:

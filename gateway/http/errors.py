@@ -38,6 +38,7 @@ STATUS_BY_EXCEPTION: dict[type[Exception], int] = {
     policy_errors.UnknownObject: 404,
     gateway_errors.DatasetNotFound: 404,
     gateway_errors.UnknownDataset: 400,
+    gateway_errors.InvalidDatasetChange: 400,
     gateway_errors.UnknownColumn: 400,
     gateway_errors.QueryNotSupported: 400,
     gateway_errors.InvalidQuery: 400,

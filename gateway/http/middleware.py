@@ -12,6 +12,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit_trail import AuditContext, new_traceparent, parent_span
+from gateway.http.logging_setup import REQUEST_IDS
 
 AUDITED_PREFIXES = ("/v1", "/console")
 """The API and the console: every request under these gets an audit context (the console's static files
@@ -56,4 +57,8 @@ class RequestContextMiddleware:
                 headers["Referrer-Policy"] = "no-referrer"
             await send(message)
 
-        await self.app(scope, receive, send_with_ids)
+        ids = REQUEST_IDS.set((request_id, traceparent.split("-")[1]))  # for the log lines of this request
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            REQUEST_IDS.reset(ids)
