@@ -145,6 +145,16 @@ class Settings(BaseSettings):
         description="The console's overview shows a chain verification at most this old (0: verify at every "
         "view); its 'verify now' button verifies at once. A long log takes seconds to verify.",
     )
+    dataset_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories whose files datasets added while running may read (JSON list), besides the "
+        "catalog file's; never the gateway's own state, keys or snapshots.",
+    )
+    dataset_url_envs: list[str] = Field(
+        default_factory=list,
+        description="Environment variables with database URLs that datasets added while running may name "
+        "(JSON list), besides those the catalog file names; never the state database's.",
+    )
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+$",

@@ -8,6 +8,7 @@ master secrets (``datapoort pseudonyms rotate`` rewrites their file).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from anonymization import MasterSecret
 from gateway.data.catalog import Catalog, with_changes
 from gateway.data.sources import Sources
-from gateway.exceptions import GatewayError
+from gateway.exceptions import CatalogError, GatewayError
 from gateway.keys.identity_provider import TokenAuthority
 from gateway.keys.pseudonym_secrets import load_master_secrets
 from gateway.settings import DEFAULT_PSEUDONYM_KEYS, Settings
@@ -51,24 +52,41 @@ class GatewayState:
     _checked_at: float = -1.0
     _secrets_file: tuple[int, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _origin: GatewayState | None = None
 
-    def follow_changes(self, session: Session, *, force: bool = False) -> None:
+    def pinned(self) -> GatewayState:
+        """This state for one request: the catalog and secrets as they are now, for the request's whole
+        course (a change taking effect meanwhile cannot give its steps different datasets, such as a table
+        that was private when checked and public when read); everything else is shared."""
+        root = self._origin or self
+        return dataclasses.replace(root, _origin=root)
+
+    def follow_changes(self, session: Session, *, force: bool = False, strict: bool = False) -> None:
         """Bring the catalog and the master secrets up to date, at most once per poll interval (the
-        policies' interval). Cheap when nothing changed: one indexed ``max()`` and one ``stat``."""
+        policies' interval). Cheap when nothing changed: one indexed ``max()`` and one ``stat``.
+        ``strict`` (at start): changes that no longer fit the catalog file stop the start."""
+        if self._origin is not None:  # a request's pinned view: the app's state follows
+            self._origin.follow_changes(session, force=force, strict=strict)
+            return
         now = time.monotonic()
         if not force and now - self._checked_at < self.settings.policy_poll_seconds:
             return
         self._checked_at = now
-        self._follow_catalog(session)
+        self._follow_catalog(session, strict=strict)
         self._follow_secrets()
 
-    def _follow_catalog(self, session: Session) -> None:
+    def _follow_catalog(self, session: Session, *, strict: bool = False) -> None:
         if self.file_catalog is None or catalog_changes.latest_version(session) == self.catalog_version:
             return
         version, entries = catalog_changes.overrides(session)
         try:
             catalog = with_changes(self.file_catalog, entries)
-        except GatewayError as exc:  # changes are validated when made; a file changed since may clash
+        except GatewayError as exc:  # changes are validated when made; a file edited since may clash
+            if strict:  # at start: serving the file alone would bring back datasets removed through the API
+                raise CatalogError(
+                    f"the catalog file and the changes recorded up to version {version} do not fit together: "
+                    f"{exc}; correct the file or the change (datapoort datasets update/remove)"
+                ) from exc
             logger.error("catalog version %d cannot be applied, keeping %d: %s", version, self.catalog_version, exc)
             return
         with self._lock:

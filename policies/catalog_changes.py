@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from policies.exceptions import PolicyConflict
 from policies.models import CatalogChange
 
 
@@ -19,8 +20,22 @@ def latest_version(session: Session) -> int:
     return int(session.scalar(select(func.max(CatalogChange.version))) or 0)
 
 
-def record(session: Session, dataset: str, entry: str | None, *, actor: str, now: datetime) -> int:
-    """Add a change in the caller's transaction (committed with its audit event); its version."""
+def version_of(session: Session, dataset: str) -> int:
+    """The version of the dataset's latest change (0: never changed)."""
+    return int(session.scalar(select(func.max(CatalogChange.version)).where(CatalogChange.dataset == dataset)) or 0)
+
+
+def record(session: Session, dataset: str, entry: str | None, *, based_on: int, actor: str, now: datetime) -> int:
+    """Add a change in the caller's transaction (committed with its audit event); its version.
+
+    Changes are serialised (on PostgreSQL by a transaction-scoped advisory lock; SQLite has one writer),
+    so versions are given in commit order and a poller that saw version N has seen every change before it.
+    A change prepared against another version of the dataset than the latest is refused: two
+    administrators changing one dataset at once do not silently overwrite each other."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext('datapoort.catalog_change'))"))
+    if version_of(session, dataset) != based_on:
+        raise PolicyConflict(f"dataset {dataset!r} was changed meanwhile; look at it again and retry")
     change = CatalogChange(dataset=dataset, entry=entry, changed_at=now, actor=actor)
     session.add(change)
     session.flush()

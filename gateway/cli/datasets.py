@@ -109,24 +109,28 @@ def _change(data_dir: Path, name: str, spec: Path | None, expect: str) -> None:
     from policies.exceptions import PolicyError
 
     settings = load_settings(data_dir)
-    # Paths in an entry given on the command line are relative to where the command runs.
-    entry = resolved_entry(name, _entry_from(spec), Path.cwd()) if spec is not None else None
     upgrade_state(settings)
     engine = create_state_engine(settings.state_database_url)
     try:
+        file_catalog = load_catalog(settings.catalog_path)
+        guard = catalog_changes.guard_for(settings, file_catalog, also=(Path.cwd(),))
+        # Paths in an entry given on the command line are relative to where the command runs.
+        entry = resolved_entry(name, _entry_from(spec), Path.cwd(), readable=guard.readable) if spec else None
         sessions = session_factory(engine, checkpoint_policy(settings))
         context = catalog_changes.CatalogContext(
-            file_catalog=load_catalog(settings.catalog_path),
+            file_catalog=file_catalog,
             snapshots=snapshot_store(settings),
             sessions=sessions,
             actor=cli_actor(),
             instance=settings.instance,
+            guard=guard,
         )
         with sessions() as session:
             read_snapshot(session)
             _, entries = recorded_changes.overrides(session)
+            based_on = recorded_changes.version_of(session, name)
             session.commit()
-        prepared = catalog_changes.prepare_change(context, entries, name, entry, expect=expect)
+        prepared = catalog_changes.prepare_change(context, entries, name, entry, expect=expect, based_on=based_on)
         change = prepared.change
         with sessions() as session:
             audit = AuditContext.for_system(cli_actor(), action="admin", instance=settings.instance)

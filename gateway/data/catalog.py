@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from anonymization import InvalidPrivacyParameter, Rule
 from gateway.exceptions import CatalogError, InvalidDatasetChange
@@ -51,21 +52,28 @@ class ColumnSpec(_Strict):
     ``year`` (dates). Quasi-identifiers without one are released as they are (and still counted in
     the equivalence classes)."""
 
-    @field_validator("public_keys", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _keys_as_text(cls, value: object) -> object:
-        """Keys given as numbers (``[0, 1]``, a wijk number) are the same keys as text: group keys are
-        compared as text. A number that is not integral keeps its decimal form; a boolean is refused."""
-        if not isinstance(value, list):
+    def _integer_keys_as_text(cls, value: object) -> object:
+        """An integer column's keys may be given as numbers (``[0, 1]``): group keys are compared as the
+        column's text, which for an integer is its plain decimal form. Every other column's keys are
+        text (a float's or a date's text form is the source's, not Python's); booleans are refused."""
+        if not isinstance(value, dict) or not isinstance(value.get("public_keys"), list):
             return value
         keys = []
-        for key in value:
+        for key in value["public_keys"]:
             if isinstance(key, bool):
-                raise ValueError("public_keys are text or numbers, not true/false")
-            if isinstance(key, float) and key.is_integer():
-                key = int(key)
-            keys.append(str(key) if isinstance(key, int | float) else key)
-        return keys
+                raise ValueError("public_keys are text (or, for an integer column, whole numbers), not true/false")
+            if isinstance(key, int | float):
+                if value.get("type") != "integer":
+                    raise ValueError(f"give the public_keys of a {value.get('type')} column as text")
+                if isinstance(key, float) and not (math.isfinite(key) and key.is_integer()):
+                    raise ValueError(f"public key {key!r} of an integer column is not a whole number")
+                if not -(2**63) <= int(key) < 2**63:
+                    raise ValueError(f"public key {key!r} does not fit a 64-bit integer")
+                key = str(int(key))
+            keys.append(key)
+        return {**value, "public_keys": keys}
 
     @model_validator(mode="after")
     def _bounds_make_sense(self) -> ColumnSpec:
@@ -328,7 +336,7 @@ def _resolve(base: Path, raw: dict[str, object]) -> None:
                 key_file = base / keys["file"]
                 try:
                     lines = key_file.read_text(encoding="utf-8").splitlines()
-                except OSError as exc:
+                except (OSError, UnicodeDecodeError) as exc:
                     raise CatalogError(
                         f"dataset {name!r}, column {column_name!r}: cannot read public_keys file {key_file}: {exc}"
                     ) from exc
@@ -358,11 +366,37 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
 
 
-def resolved_entry(name: str, entry: dict[str, object], base: Path) -> dict[str, object]:
+def resolved_entry(
+    name: str, entry: object, base: Path, *, readable: Callable[[Path], None] | None = None
+) -> dict[str, object]:
     """A dataset entry as the catalog file would hold it, its paths made absolute against ``base`` and its
-    public-key files inlined: what a change records, so it means the same in every process."""
-    raw: dict[str, object] = {"datasets": {name: entry}}
-    _resolve(base, raw)
+    public-key files inlined: what a change records, so it means the same in every process. Each file
+    the entry names is shown to ``readable`` (which refuses what may not be read) before it is opened;
+    every problem is an ``InvalidDatasetChange``."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("columns", {}), dict):
+        raise InvalidDatasetChange("a dataset entry is a mapping with a mapping of columns")
+    source = entry.get("source")
+    paths: list[str] = []
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        paths.append(source["path"])
+    for column in entry.get("columns", {}).values():
+        if not isinstance(column, dict):
+            raise InvalidDatasetChange("each column of a dataset entry is a mapping")
+        keys = column.get("public_keys")
+        if isinstance(keys, dict) and isinstance(keys.get("file"), str):
+            paths.append(keys["file"])
+    try:
+        for path in paths:
+            if readable is not None:
+                readable((base / path).resolve())
+        raw: dict[str, object] = {"datasets": {name: entry}}
+        _resolve(base, raw)
+    except InvalidDatasetChange:
+        raise
+    except (CatalogError, OSError, UnicodeDecodeError) as exc:  # said without the system's reason
+        raise InvalidDatasetChange(f"dataset {name!r}: a file the entry names cannot be read as text") from exc
+    except ValueError as exc:  # a NUL in a path
+        raise InvalidDatasetChange(f"dataset {name!r}: a path in the entry is not a valid path") from exc
     return entry
 
 

@@ -21,8 +21,12 @@ from policies.exceptions import AuthenticationFailed
 
 # The trivial dependencies are async so FastAPI runs them inline rather than in the thread pool.
 async def get_state(request: Request) -> GatewayState:
-    state: GatewayState = request.app.state.gateway
-    return state
+    """The app's state as this request sees it: pinned once, so every step of it reads one catalog."""
+    pinned: GatewayState | None = getattr(request.state, "gateway", None)
+    if pinned is None:
+        state: GatewayState = request.app.state.gateway
+        pinned = request.state.gateway = state.pinned()
+    return pinned
 
 
 def get_session(request: Request) -> Iterator[Session]:

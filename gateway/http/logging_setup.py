@@ -29,7 +29,11 @@ _SCRUBBERS = (
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     (re.compile(r"dpk_[A-Za-z0-9_-]+"), REDACTED),
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
-    (re.compile(r"\b[0-9]{8,9}\b"), REDACTED),
+    (re.compile(r"(?i)(://[^/\s:@]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),  # a password in a URL
+    (re.compile(r"(?i)(client_secret['\"]?\s*[:=]\s*)[^\s&,]+"), r"\1" + REDACTED),
+    # BSNs also as written on letters (123.456.782, 1234 56 782) and glued to a word (bsn123456782);
+    # not inside a hex id (request ids, hashes), nor with dashes, which would take every date.
+    (re.compile(r"(?<![0-9A-Fa-f])[0-9](?:[ .]?[0-9]){7,8}(?![0-9A-Fa-f])"), REDACTED),
 )
 
 

@@ -64,18 +64,24 @@ def _change(
     expect: str,
     status_code: int = 200,
 ) -> Response:
-    """Decide and validate in a read-only snapshot (the ingestion writes its own event meanwhile), then
-    record the change and its event in one short write transaction."""
+    """Decide first, then resolve and validate the entry in a read-only snapshot (the ingestion writes
+    its own event meanwhile), then record the change and its event in one short write transaction."""
     _authorise(session, state, principal, audit, read=False)
+    file_catalog = state.file_catalog or state.catalog
+    guard = catalog_changes.guard_for(state.settings, file_catalog)
+    if entry is not None:
+        entry = resolved_entry(name, entry, state.settings.catalog_path.parent, readable=guard.readable)
     _, entries = recorded_changes.overrides(session)
+    based_on = recorded_changes.version_of(session, name)
     context = catalog_changes.CatalogContext(
-        file_catalog=state.file_catalog or state.catalog,
+        file_catalog=file_catalog,
         snapshots=state.sources.snapshots,
         sessions=state.sessions,
         actor=principal.id,
         instance=state.settings.instance,
+        guard=guard,
     )
-    prepared = catalog_changes.prepare_change(context, entries, name, entry, expect=expect)
+    prepared = catalog_changes.prepare_change(context, entries, name, entry, expect=expect, based_on=based_on)
     session.commit()  # the snapshot ends: it cannot take the write
     catalog_changes.record(session, prepared, actor=principal.id, now=audit.started_at)
     change = prepared.change
@@ -103,8 +109,7 @@ def list_catalog_datasets(principal: PrincipalDep, session: SessionDep, state: S
 def add_dataset(
     body: DatasetCreate, principal: PrincipalDep, session: SessionDep, state: StateDep, audit: AuditDep
 ) -> Response:
-    entry = resolved_entry(body.name, body.entry, state.settings.catalog_path.parent)
-    return _change(session, state, principal, audit, body.name, entry, expect="new", status_code=201)
+    return _change(session, state, principal, audit, body.name, body.entry, expect="new", status_code=201)
 
 
 @router.put("/{name}", dependencies=WRITE, responses=_REFUSALS, summary="Replace a dataset's catalog entry")
@@ -116,8 +121,7 @@ def update_dataset(
     state: StateDep,
     audit: AuditDep,
 ) -> Response:
-    entry = resolved_entry(name, body.entry, state.settings.catalog_path.parent)
-    return _change(session, state, principal, audit, name, entry, expect="existing")
+    return _change(session, state, principal, audit, name, body.entry, expect="existing")
 
 
 @router.delete("/{name}", dependencies=WRITE, responses=_REFUSALS, summary="Remove a dataset from the catalog")

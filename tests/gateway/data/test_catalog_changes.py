@@ -8,6 +8,7 @@ import csv
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,14 @@ def other_process(api: Api) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture
+def changer(api: Api, tmp_path: Path) -> Iterator[TestClient]:
+    """A gateway whose operator lets datasets added while running read files under ``tmp_path``."""
+    settings = api.settings.model_copy(update={"dataset_roots": [tmp_path], "instance": "changer"})
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
 def _metric(client: TestClient, name: str) -> float:
     text = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).text
     (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
@@ -92,7 +101,7 @@ SQL = "SELECT wijk, COUNT(*) AS n, AVG(score) AS score FROM eenzaamheid GROUP BY
 
 
 def test_a_dataset_added_updated_and_removed_is_live_in_every_process_without_a_restart(
-    api: Api, other_process: TestClient, tmp_path: Path
+    api: Api, changer: TestClient, other_process: TestClient, tmp_path: Path
 ) -> None:
     source = _survey(tmp_path / "eenzaamheid.csv")
     analyst = _as(api, "analyst")
@@ -100,7 +109,7 @@ def test_a_dataset_added_updated_and_removed_is_live_in_every_process_without_a_
     assert before.status_code == 400
     assert before.json()["error"] in ("unknown_dataset", "policy_denied")
 
-    added = api.client.post(
+    added = changer.post(
         "/v1/admin/datasets", json={"name": "eenzaamheid", "entry": _entry(source)}, headers=_as(api, "admin")
     )
     assert added.status_code == 201, added.text
@@ -122,7 +131,7 @@ def test_a_dataset_added_updated_and_removed_is_live_in_every_process_without_a_
     narrower = _entry(
         source, columns={**_entry(source)["columns"], "score": {"type": "integer", "lower": 0, "upper": 5}}
     )
-    updated = api.client.put("/v1/admin/datasets/eenzaamheid", json={"entry": narrower}, headers=_as(api, "admin"))
+    updated = changer.put("/v1/admin/datasets/eenzaamheid", json={"entry": narrower}, headers=_as(api, "admin"))
     assert updated.status_code == 200, updated.text
     assert (
         updated.json()["before"]["columns"]["score"]["upper"],
@@ -132,7 +141,7 @@ def test_a_dataset_added_updated_and_removed_is_live_in_every_process_without_a_
     assert shown.status_code == 200
     assert "5" in json.dumps(shown.json())
 
-    removed = api.client.delete("/v1/admin/datasets/eenzaamheid", headers=_as(api, "admin"))
+    removed = changer.delete("/v1/admin/datasets/eenzaamheid", headers=_as(api, "admin"))
     assert removed.status_code == 200, removed.text
     gone = other_process.post("/v1/query", json={"sql": SQL, "purpose": "beleidsinformatie"}, headers=analyst)
     assert gone.status_code == 400
@@ -152,9 +161,11 @@ def test_a_dataset_added_updated_and_removed_is_live_in_every_process_without_a_
     assert len(ingested) == 2  # the add and the update each ran the ingestion
 
 
-def test_a_value_an_integer_column_would_round_refuses_the_change(api: Api, tmp_path: Path) -> None:
+def test_a_value_an_integer_column_would_round_refuses_the_change(
+    api: Api, changer: TestClient, tmp_path: Path
+) -> None:
     source = _survey(tmp_path / "eenzaamheid.csv", score="7.5")
-    response = api.client.post(
+    response = changer.post(
         "/v1/admin/datasets", json={"name": "eenzaamheid", "entry": _entry(source)}, headers=_as(api, "admin")
     )
     assert response.status_code == 400
@@ -165,7 +176,7 @@ def test_a_value_an_integer_column_would_round_refuses_the_change(api: Api, tmp_
     listed = api.client.get("/v1/admin/datasets", headers=_as(api, "admin")).json()
     assert "eenzaamheid" not in {item["name"] for item in listed["datasets"]}
     exact = _survey(tmp_path / "exact.csv", score="7.0")  # the same number, written as a float: no loss
-    accepted = api.client.post(
+    accepted = changer.post(
         "/v1/admin/datasets", json={"name": "eenzaamheid", "entry": _entry(exact)}, headers=_as(api, "admin")
     )
     assert accepted.status_code == 201, accepted.text
@@ -181,37 +192,47 @@ def test_a_value_an_integer_column_would_round_refuses_the_change(api: Api, tmp_
     ],
 )
 def test_an_invalid_entry_is_refused_with_its_reason(
-    api: Api, tmp_path: Path, change: dict[str, Any], status: int, code: str
+    api: Api, changer: TestClient, tmp_path: Path, change: dict[str, Any], status: int, code: str
 ) -> None:
     entry = {
         key: value for key, value in {**_entry(_survey(tmp_path / "s.csv")), **change}.items() if value is not None
     }
-    response = api.client.post(
+    response = changer.post(
         "/v1/admin/datasets", json={"name": "eenzaamheid", "entry": entry}, headers=_as(api, "admin")
     )
     assert (response.status_code, response.json()["error"]) == (status, code), response.text
 
 
-def test_only_an_administrator_changes_the_catalog_and_names_are_checked(api: Api, tmp_path: Path) -> None:
+def test_only_an_administrator_changes_the_catalog_and_names_are_checked(
+    api: Api, changer: TestClient, tmp_path: Path
+) -> None:
     body = {"name": "eenzaamheid", "entry": _entry(_survey(tmp_path / "s.csv"))}
-    assert api.client.post("/v1/admin/datasets", json=body, headers=_as(api, "analyst")).status_code == 403
-    assert api.client.post("/v1/admin/datasets", json=body, headers=_as(api, "admin")).status_code == 201
-    again = api.client.post("/v1/admin/datasets", json=body, headers=_as(api, "admin"))
+    assert changer.post("/v1/admin/datasets", json=body, headers=_as(api, "analyst")).status_code == 403
+    assert changer.post("/v1/admin/datasets", json=body, headers=_as(api, "admin")).status_code == 201
+    again = changer.post("/v1/admin/datasets", json=body, headers=_as(api, "admin"))
     assert (again.status_code, again.json()["error"]) == (409, "policy_conflict")
-    missing = api.client.put("/v1/admin/datasets/onbekend", json={"entry": body["entry"]}, headers=_as(api, "admin"))
+    missing = changer.put("/v1/admin/datasets/onbekend", json={"entry": body["entry"]}, headers=_as(api, "admin"))
     assert missing.status_code == 404
-    bad_name = api.client.delete("/v1/admin/datasets/Bad-Name", headers=_as(api, "admin"))
+    bad_name = changer.delete("/v1/admin/datasets/Bad-Name", headers=_as(api, "admin"))
     assert bad_name.status_code == 422
     assert api.client.get("/v1/admin/datasets", headers=_as(api, "privacy_officer")).status_code == 200
 
 
-def test_public_keys_given_as_numbers_are_normalised_to_text() -> None:
+def test_an_integer_columns_public_keys_may_be_numbers_and_are_kept_as_text() -> None:
     column = ColumnSpec.model_validate({"type": "integer", "public_keys": [0, 1, 2.0, "3"]})
     assert column.keys == ("0", "1", "2", "3")
-    with pytest.raises(ValueError, match="not true/false"):
-        ColumnSpec.model_validate({"type": "boolean", "public_keys": [True, False]})
-    with pytest.raises(ValueError, match="duplicates"):
-        ColumnSpec.model_validate({"type": "integer", "public_keys": [1, "1"]})
+    for keys, message in (
+        ([True, False], "not true/false"),
+        ([1, "1"], "duplicates"),
+        ([2.5], "not a whole number"),
+        ([float("inf")], "not a whole number"),
+        ([2**63], "64-bit"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ColumnSpec.model_validate({"type": "integer", "public_keys": keys})
+    for kind in ("float", "string", "date"):  # their text form is the source's: numbers would not match it
+        with pytest.raises(ValueError, match="as text"):
+            ColumnSpec.model_validate({"type": kind, "public_keys": [1, 2]})
 
 
 def test_the_operator_manages_datasets_from_the_host(
@@ -258,3 +279,101 @@ def test_a_rotated_pseudonym_key_is_used_without_a_restart(api: Api, other_proce
     assert second.status_code == 200, second.text
     assert second.headers["x-datapoort-pseudonym-version"] == "2"
     assert set(first.text.splitlines()[1:]).isdisjoint(second.text.splitlines()[1:])
+
+
+def test_an_entry_cannot_make_the_gateway_read_what_is_not_a_dataset(
+    api: Api, changer: TestClient, tmp_path: Path
+) -> None:
+    admin = _as(api, "admin")
+    survey = _survey(tmp_path / "s.csv")
+    outside = _survey(Path(api.settings.data_dir).parent / f"outside-{tmp_path.name}.csv")
+    key_file = api.settings.data_dir / DEFAULT_PSEUDONYM_KEYS  # under the data dir, but the gateway's own
+    binary = tmp_path / "keys.txt"
+    binary.write_bytes(b"\xff\xfe\x00")
+
+    def refused(entry: Any, headers: dict[str, str] = admin) -> tuple[int, str, str]:
+        response = changer.post("/v1/admin/datasets", json={"name": "eenzaamheid", "entry": entry}, headers=headers)
+        body = response.json()
+        return response.status_code, body.get("error", ""), json.dumps(body.get("detail", ""))
+
+    # Decided before anything is read: a caller without the grant learns nothing of the host's files.
+    assert refused(_entry(Path("/dev/zero")), _as(api, "analyst"))[:2] == (403, "policy_denied")
+    status, code, detail = refused(_entry(outside))
+    assert (status, code) == (400, "invalid_dataset")
+    assert "outside the dataset roots" in detail
+    assert refused(_entry(Path(str(tmp_path) + "/\u0000x.csv")))[:2] == (400, "invalid_dataset")
+    keys = _entry(survey)
+    keys["columns"]["wijk"]["public_keys"] = {"file": str(key_file)}
+    status, code, detail = refused(keys)
+    assert (status, code) == (400, "invalid_dataset")
+    assert "the gateway's own" in detail
+    keys["columns"]["wijk"]["public_keys"] = {"file": str(binary)}
+    status, code, detail = refused(keys)
+    assert (status, code) == (400, "invalid_dataset")
+    assert "cannot be read as text" in detail
+    assert refused({**_entry(survey), "columns": ["person_id"]})[:2] == (400, "invalid_dataset")
+    state_db = {
+        **_entry(survey),
+        "source": {"kind": "postgresql", "table": "api_key", "url_env": "DATAPOORT_DATABASE_URL"},
+    }
+    status, code, detail = refused(state_db)
+    assert (status, code) == (400, "invalid_dataset")
+    assert "url_env" in detail
+    residents = next(
+        spec
+        for name, spec in api.client.app.state.gateway.catalog.datasets.items()
+        if name == "residents"  # type: ignore[attr-defined]
+    )
+    public = {
+        "kind": "public",
+        "source": {"kind": residents.source.kind, "path": residents.source.path},
+        "columns": {"wijk": {"type": "string"}},
+    }
+    status, code, detail = refused(public)
+    assert (status, code) == (400, "invalid_dataset")
+    assert "may not read private dataset 'residents'" in detail
+    assert [e for e in api.events() if (e.query or "").startswith("dataset.")] == []
+
+
+def test_two_changes_of_one_dataset_at_once_do_not_overwrite_each_other(api: Api, tmp_path: Path) -> None:
+    from gateway.data import catalog_changes
+    from gateway.data.catalog import load_catalog
+    from policies import catalog_changes as recorded
+    from policies.exceptions import PolicyConflict
+
+    settings = api.settings.model_copy(update={"dataset_roots": [tmp_path]})
+    state = api.client.app.state.gateway  # type: ignore[attr-defined]
+    file_catalog = load_catalog(settings.catalog_path)
+    context = catalog_changes.CatalogContext(
+        file_catalog=file_catalog,
+        snapshots=state.sources.snapshots,
+        sessions=state.sessions,
+        actor="system:test",
+        instance="test",
+        guard=catalog_changes.guard_for(settings, file_catalog),
+    )
+    entry = _entry(_survey(tmp_path / "s.csv"))
+    with state.sessions() as session:
+        _, entries = recorded.overrides(session)
+        based_on = recorded.version_of(session, "eenzaamheid")
+    first = catalog_changes.prepare_change(context, entries, "eenzaamheid", entry, expect="new", based_on=based_on)
+    second = catalog_changes.prepare_change(context, entries, "eenzaamheid", entry, expect="new", based_on=based_on)
+    with state.sessions() as session:
+        catalog_changes.record(session, first, actor="system:test", now=datetime.now(UTC))
+        session.commit()
+    with state.sessions() as session, pytest.raises(PolicyConflict, match="changed meanwhile"):
+        catalog_changes.record(session, second, actor="system:test", now=datetime.now(UTC))
+
+
+def test_a_start_whose_recorded_changes_no_longer_fit_the_catalog_file_is_refused(api: Api) -> None:
+    """Serving the file alone would bring back a dataset removed through the API; the operator must
+    reconcile the file and the changes first."""
+    from gateway.exceptions import CatalogError
+    from policies import catalog_changes as recorded
+
+    broken = {"source": {"kind": "parquet", "path": "/nowhere.parquet"}, "privacy_unit": "x", "unit_space": "elders"}
+    with api.client.app.state.gateway.sessions() as session:  # type: ignore[attr-defined]
+        recorded.record(session, "verweesd", json.dumps(broken), based_on=0, actor="system:test", now=datetime.now(UTC))
+        session.commit()
+    with pytest.raises(CatalogError, match="do not fit together"), TestClient(create_app(api.settings)):
+        pass

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -111,3 +112,30 @@ def test_the_serve_config_routes_uvicorn_and_the_gateway_through_the_json_format
     assert API_KEY not in done.stderr
     assert JWT not in done.stderr
     assert log_config("text")["formatters"]["datapoort"]["()"].endswith("TextFormatter")
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("bsn123456782 asked", "asked"),
+        ("BSN: 123.456.782", "BSN:"),
+        ("the subject 1234 56 782", "the subject"),
+        ("postgresql://datapoort:hunter2@db/state", "postgresql://datapoort:"),
+        ("client_secret=s3cr3t&x=1", "client_secret="),
+    ],
+)
+def test_secrets_as_people_write_them_are_scrubbed(text: str, kept: str) -> None:
+    from gateway.http.logging_setup import scrub
+
+    scrubbed = scrub(text)
+    assert kept in scrubbed
+    assert "[redacted]" in scrubbed
+    for secret in ("123456782", "123.456.782", "1234 56 782", "hunter2", "s3cr3t"):
+        assert secret not in scrubbed
+
+
+def test_dates_and_hex_ids_are_left_alone() -> None:
+    from gateway.http.logging_setup import scrub
+
+    text = "at 2026-12-03 10:00:00 request 4f3a123456789b0c"
+    assert scrub(text) == text
