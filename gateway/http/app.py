@@ -143,8 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         make_private(settings.state_database_url)
         state.on_catalog = lambda version, catalog: set_catalog(metrics, version, len(catalog.datasets))
         set_catalog(metrics, 0, len(state.catalog.datasets))
-        with state.sessions() as session:  # the datasets added or changed while earlier processes ran
-            state.follow_changes(session, force=True, strict=True)
+        try:
+            with state.sessions() as session:  # the datasets added or changed while earlier processes ran
+                state.follow_changes(session, force=True, strict=True)
+        except GatewayError:
+            state.sources.close()  # a refused start leaves no connection open
+            state.engine.dispose()
+            raise
         _warn_readable_sources(state)
         if state.sources.snapshots is not None:  # files new or changed since the last start
             ingest_catalog(
