@@ -174,6 +174,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         overload.sessions = state.sessions
         overload.start()
+        # The OpenAPI document (which the request metrics match refused paths against) is built here, not
+        # on the event loop by the first request an overload refuses.
+        app.openapi()
         try:
             with serving(metrics, state.sessions, settings.metrics_bind):
                 yield
