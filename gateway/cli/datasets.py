@@ -105,7 +105,6 @@ def _change(data_dir: Path, name: str, spec: Path | None, expect: str) -> None:
     from gateway.http.app import snapshot_store
     from gateway.keys.audit_signing import checkpoint_policy
     from gateway.store.database import create_state_engine, read_snapshot, session_factory
-    from policies import catalog_changes as recorded_changes
     from policies.exceptions import PolicyError
 
     settings = load_settings(data_dir)
@@ -127,10 +126,7 @@ def _change(data_dir: Path, name: str, spec: Path | None, expect: str) -> None:
         )
         with sessions() as session:
             read_snapshot(session)
-            _, entries = recorded_changes.overrides(session)
-            based_on = recorded_changes.version_of(session, name)
-            session.commit()
-        prepared = catalog_changes.prepare_change(context, entries, name, entry, expect=expect, based_on=based_on)
+            prepared = catalog_changes.prepare_change(session, context, name, entry, expect=expect)
         change = prepared.change
         with sessions() as session:
             audit = AuditContext.for_system(cli_actor(), action="admin", instance=settings.instance)

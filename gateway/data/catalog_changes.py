@@ -120,18 +120,20 @@ class PreparedChange:
 
 
 def prepare_change(
+    session: Session,
     context: CatalogContext,
-    entries: dict[str, str | None],
     name: str,
     entry: dict[str, Any] | None,
     *,
     expect: str,
-    based_on: int,
 ) -> PreparedChange:
     """Validate and ingest adding (``expect="new"``), updating (``"existing"``) or removing
-    (``entry=None``) dataset ``name`` against the recorded ``entries`` (``catalog_changes.overrides``).
-    ``entry`` is a dataset's catalog entry with absolute paths (see ``catalog.resolved_entry``). Writes
-    nothing but the ingestion's own audit event: the caller records the change (``record``) with its event."""
+    (``entry=None``) dataset ``name`` against the changes recorded so far, read in ``session`` (a
+    read-only snapshot will do). ``entry`` is a dataset's catalog entry with absolute paths (see
+    ``catalog.resolved_entry``). Writes nothing but the ingestion's own audit event: the caller records
+    the change (``record``) with its event."""
+    _, entries = catalog_changes.overrides(session)
+    based_on = catalog_changes.version_of(session, name)
     if entry is not None:
         try:
             json.dumps(entry)

@@ -80,17 +80,30 @@ def current_principal(
             instance=state.settings.instance,
             now=datetime.now(UTC),
         )
-        context.key_id = principal.key_id
-        context.event.principal_id = principal.id
-        context.event.organisation = principal.organisation
-        with session.no_autoflush:
-            state.policy_engine.ensure_current(session)  # the roles recorded are today's, not a cached snapshot's
-            state.follow_changes(session)  # datasets added or changed through any process, rotated secrets
-        context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
+        identify(session, state, context, principal)
+    take_rate(request, principal.key_id or f"principal:{principal.id}")
+    return principal
+
+
+def identify(
+    session: Session, state: GatewayState, context: AuditContext, principal: policy_service.AuthenticatedPrincipal
+) -> None:
+    """Put who is calling on the request's audit event, with the roles they hold now; and follow what
+    changed elsewhere since (API and console alike)."""
+    context.key_id = principal.key_id
+    context.event.principal_id = principal.id
+    context.event.organisation = principal.organisation
+    with session.no_autoflush:
+        state.policy_engine.ensure_current(session)  # the roles recorded are today's, not a cached snapshot's
+        state.follow_changes(session)  # datasets added or changed through any process, rotated secrets
+    context.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
+
+
+def take_rate(request: Request, caller: str) -> None:
+    """One request of ``caller`` from the app's rate limiter (none configured: no limit)."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
-        limiter.take(principal.key_id or f"principal:{principal.id}")
-    return principal
+        limiter.take(caller)
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]

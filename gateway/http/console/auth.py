@@ -30,8 +30,7 @@ from gateway.http.console.security import (
     sign_in_from,
     tokens_match,
 )
-from gateway.http.dependencies import AuditDep, SessionDep, StateDep, audited_as
-from gateway.http.rate_limit import RateLimiter
+from gateway.http.dependencies import AuditDep, SessionDep, StateDep, audited_as, identify, take_rate
 from gateway.http.routers.audit import oversee
 from gateway.state import GatewayState
 from gateway.store.database import read_snapshot
@@ -57,10 +56,10 @@ def current_officer(request: Request, state: StateDep, audit: AuditDep) -> conso
             now=audit.started_at,
             idle=timedelta(minutes=state.settings.console_session_minutes),
         )
-        _identify(session, state, audit, active.principal)
+        identify(session, state, audit, active.principal)
     audit.console_session_id = active.session_id if active.needs_touch else None
     request.state.console_officer = active  # a refusal page still offers sign-out
-    _rate_limit(request, active.principal.key_id or f"principal:{active.principal.id}")
+    take_rate(request, active.principal.key_id or f"principal:{active.principal.id}")
     return active
 
 
@@ -70,23 +69,6 @@ OfficerDep = Annotated[console_sessions.ActiveSession, Depends(current_officer)]
 def check_form(active: console_sessions.ActiveSession, csrf_token: str | None) -> None:
     if not tokens_match(csrf_token, active.csrf_token):
         raise FormRejected("this form did not come from a page of your console session; reload the page")
-
-
-def _identify(
-    session: Session, state: GatewayState, audit: AuditContext, principal: policy_service.AuthenticatedPrincipal
-) -> None:
-    audit.key_id = principal.key_id
-    audit.event.principal_id = principal.id
-    audit.event.organisation = principal.organisation
-    with session.no_autoflush:
-        state.policy_engine.ensure_current(session)
-    audit.event.roles = ",".join(state.policy_engine.role_names(principal.id, principal.organisation))
-
-
-def _rate_limit(request: Request, caller: str) -> None:
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is not None:
-        limiter.take(caller)
 
 
 @router.get("/login")
@@ -156,9 +138,9 @@ def sign_in_with_key(
     sign_in = sign_in_from(request, state.settings)
     if sign_in is None or not tokens_match(csrf_token, sign_in.csrf_token):
         raise FormRejected("the sign-in form has expired or did not come from this gateway; reload it")
-    _rate_limit(request, f"console-sign-in:{audit.event.client_address}")
+    take_rate(request, f"console-sign-in:{audit.event.client_address}")
     principal = policy_service.authenticate_key(session, api_key.strip(), now=audit.started_at)
-    _identify(session, state, audit, principal)
+    identify(session, state, audit, principal)
     opened = _open(request, session, state, audit, principal, via="api_key", not_after=None)
     return _signed_in(request, state, opened, redirect("/console"))
 
@@ -206,7 +188,7 @@ def finish_identity_provider_sign_in(
         instance=state.settings.instance,
         now=audit.started_at,
     )
-    _identify(session, state, audit, principal)
+    identify(session, state, audit, principal)
     # The session lasts as long as the ID token (no refresh tokens are kept): an officer signs in again then.
     latest = audit.started_at + timedelta(hours=state.settings.console_session_hours)
     expires = min(datetime.fromtimestamp(verified.expires_at, UTC), latest) if verified.expires_at else None

@@ -19,20 +19,17 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit import checkpoints, review
+from audit import review
 from audit.models import AuditCheckpoint
-from audit.service import verify_log
 from gateway.audit_trail import commit_with_event
 from gateway.exceptions import InvalidQuery, NotFound
 from gateway.http.console.auth import CsrfField, OfficerDep, check_form
 from gateway.http.console.charts import Limit, Series, bar_chart, step_chart
 from gateway.http.console.rendering import page, redirect
 from gateway.http.dependencies import AuditDep, SessionDep, StateDep, audited_as
-from gateway.http.routers.audit import ExportFormat, exported, oversee
+from gateway.http.routers.audit import ExportFormat, exported, oversee, verified_log
 from gateway.http.routers.extract import subject_extracts
-from gateway.keys.audit_signing import verification_keys
 from gateway.state import GatewayState
-from gateway.store.database import read_snapshot
 from policies import budget as budget_service
 from policies import management
 
@@ -67,14 +64,9 @@ def _chain_state(request: Request, state: GatewayState, now: datetime, *, fresh:
         and now - cached.verified_at < timedelta(seconds=state.settings.console_verify_seconds)
     ):
         return {**cached.report, "verified_at": cached.verified_at}
-    keys = verification_keys(state.settings)
-    with state.sessions() as reader:
-        read_snapshot(reader)  # one consistent view while the gateway keeps writing
-        result = verify_log(reader, keys or None, max_gap=state.settings.audit_checkpoint_every_events)
-        latest = checkpoints.latest_checkpoint(reader)
+    verified, latest = verified_log(state)
     report = {
-        **result.report(),
-        "verified_with_keys": bool(keys),
+        **verified,
         "latest_signed": None
         if latest is None
         else {"sequence": latest.sequence, "signed_at": latest.signed_at, "key_id": latest.key_id},

@@ -12,7 +12,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from sqlalchemy.orm import Session
 
 from gateway.audit_trail import AuditContext, commit_with_event
-from gateway.http.console.security import CONSOLE_CSP
+from gateway.http.console.security import CONSOLE_CSP, session_cookie_name
 
 templates = Environment(
     loader=PackageLoader("gateway.http.console", "templates"),
@@ -89,8 +89,8 @@ class ConsoleErrorPage:
     ) -> Response:
         if status == 401 and request.method == "GET" and not request.url.path.startswith("/console/oidc/"):
             response: Response = redirect("/console/login?ended=1")
-            for name in ("datapoort-console", "__Host-datapoort-console"):  # a cookie that no longer works
-                response.delete_cookie(name, path="/", secure=name.startswith("__Host-"), httponly=True)
+            for secure in (False, True):  # a cookie that no longer works, whichever kind the browser holds
+                response.delete_cookie(session_cookie_name(secure), path="/", secure=secure, httponly=True)
             return response
         text = detail if isinstance(detail, str) else "; ".join(_problem(item) for item in detail or [])
         officer = getattr(request.state, "console_officer", None)  # signed in: the page still offers sign-out

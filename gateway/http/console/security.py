@@ -20,8 +20,10 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
 from fastapi import Request, Response
 
@@ -48,6 +50,29 @@ def sign_in_cookie_name(secure: bool) -> str:
     return "__Host-datapoort-sign-in" if secure else "datapoort-sign-in"
 
 
+SameSite = Literal["strict", "lax"]
+
+
+def _set(
+    response: Response,
+    request: Request,
+    settings: Settings,
+    name: Callable[[bool], str],
+    value: str,
+    samesite: SameSite,
+    **lifetime: Any,
+) -> None:
+    secure = cookies_secure(request, settings)
+    response.set_cookie(name(secure), value, path="/", secure=secure, httponly=True, samesite=samesite, **lifetime)
+
+
+def _clear(
+    response: Response, request: Request, settings: Settings, name: Callable[[bool], str], samesite: SameSite
+) -> None:
+    secure = cookies_secure(request, settings)
+    response.delete_cookie(name(secure), path="/", secure=secure, httponly=True, samesite=samesite)
+
+
 def session_cookie(request: Request, settings: Settings) -> str | None:
     return request.cookies.get(session_cookie_name(cookies_secure(request, settings)))
 
@@ -55,21 +80,11 @@ def session_cookie(request: Request, settings: Settings) -> str | None:
 def set_session_cookie(
     response: Response, request: Request, settings: Settings, value: str, expires_at: datetime
 ) -> None:
-    secure = cookies_secure(request, settings)
-    response.set_cookie(
-        session_cookie_name(secure),
-        value,
-        expires=expires_at,
-        path="/",
-        secure=secure,
-        httponly=True,
-        samesite="strict",
-    )
+    _set(response, request, settings, session_cookie_name, value, "strict", expires=expires_at)
 
 
 def clear_session_cookie(response: Response, request: Request, settings: Settings) -> None:
-    secure = cookies_secure(request, settings)
-    response.delete_cookie(session_cookie_name(secure), path="/", secure=secure, httponly=True, samesite="strict")
+    _clear(response, request, settings, session_cookie_name, "strict")
 
 
 def _encode(data: bytes) -> str:
@@ -129,21 +144,11 @@ def sign_in_from(request: Request, settings: Settings) -> SignIn | None:
 
 
 def set_sign_in_cookie(response: Response, request: Request, settings: Settings, sign_in: SignIn) -> None:
-    secure = cookies_secure(request, settings)
-    response.set_cookie(
-        sign_in_cookie_name(secure),
-        sign_in.cookie_value,
-        max_age=SIGN_IN_SECONDS,
-        path="/",
-        secure=secure,
-        httponly=True,
-        samesite="lax",
-    )
+    _set(response, request, settings, sign_in_cookie_name, sign_in.cookie_value, "lax", max_age=SIGN_IN_SECONDS)
 
 
 def clear_sign_in_cookie(response: Response, request: Request, settings: Settings) -> None:
-    secure = cookies_secure(request, settings)
-    response.delete_cookie(sign_in_cookie_name(secure), path="/", secure=secure, httponly=True, samesite="lax")
+    _clear(response, request, settings, sign_in_cookie_name, "lax")
 
 
 def tokens_match(presented: str | None, expected: str) -> bool:

@@ -11,7 +11,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
-from audit import review
+from audit import checkpoints, review
+from audit.models import AuditCheckpoint
 from audit.service import verify_log
 from gateway.audit_trail import AuditContext, commit_with_event
 from gateway.http.dependencies import AuditDep, PrincipalDep, SessionDep, StateDep, audited_as
@@ -88,14 +89,23 @@ def verify_audit_log(
     ] = None,
 ) -> Response:
     oversee(session, state, principal, audit)
+    report, _ = verified_log(state, min_sequence=min_sequence)
+    return respond(session, audit, report)
+
+
+def verified_log(
+    state: GatewayState, *, min_sequence: int | None = None
+) -> tuple[dict[str, object], AuditCheckpoint | None]:
+    """The whole chain and its checkpoints verified now (API and console alike): the report, and the
+    latest signed checkpoint, read in the same consistent view."""
     keys = verification_keys(state.settings)
     with state.sessions() as reader:
         read_snapshot(reader)  # one consistent view while the gateway keeps writing
         result = verify_log(
             reader, keys or None, max_gap=state.settings.audit_checkpoint_every_events, min_sequence=min_sequence
         )
-    report = {**result.report(), "verified_with_keys": bool(keys)}
-    return respond(session, audit, report)
+        latest = checkpoints.latest_checkpoint(reader)
+    return {**result.report(), "verified_with_keys": bool(keys)}, latest
 
 
 @router.get(

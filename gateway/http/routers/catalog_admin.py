@@ -71,8 +71,6 @@ def _change(
     guard = catalog_changes.guard_for(state.settings, file_catalog)
     if entry is not None:
         entry = resolved_entry(name, entry, state.settings.catalog_path.parent, readable=guard.readable)
-    _, entries = recorded_changes.overrides(session)
-    based_on = recorded_changes.version_of(session, name)
     context = catalog_changes.CatalogContext(
         file_catalog=file_catalog,
         snapshots=state.sources.snapshots,
@@ -81,7 +79,7 @@ def _change(
         instance=state.settings.instance,
         guard=guard,
     )
-    prepared = catalog_changes.prepare_change(context, entries, name, entry, expect=expect, based_on=based_on)
+    prepared = catalog_changes.prepare_change(session, context, name, entry, expect=expect)
     session.commit()  # the snapshot ends: it cannot take the write
     catalog_changes.record(session, prepared, actor=principal.id, now=audit.started_at)
     change = prepared.change

@@ -339,7 +339,7 @@ def test_an_entry_cannot_make_the_gateway_read_what_is_not_a_dataset(
 def test_two_changes_of_one_dataset_at_once_do_not_overwrite_each_other(api: Api, tmp_path: Path) -> None:
     from gateway.data import catalog_changes
     from gateway.data.catalog import load_catalog
-    from policies import catalog_changes as recorded
+    from gateway.store.database import read_snapshot
     from policies.exceptions import PolicyConflict
 
     settings = api.settings.model_copy(update={"dataset_roots": [tmp_path]})
@@ -354,11 +354,10 @@ def test_two_changes_of_one_dataset_at_once_do_not_overwrite_each_other(api: Api
         guard=catalog_changes.guard_for(settings, file_catalog),
     )
     entry = _entry(_survey(tmp_path / "s.csv"))
-    with state.sessions() as session:
-        _, entries = recorded.overrides(session)
-        based_on = recorded.version_of(session, "eenzaamheid")
-    first = catalog_changes.prepare_change(context, entries, "eenzaamheid", entry, expect="new", based_on=based_on)
-    second = catalog_changes.prepare_change(context, entries, "eenzaamheid", entry, expect="new", based_on=based_on)
+    with state.sessions() as session:  # both prepared against the same state, before either is recorded
+        read_snapshot(session)
+        first = catalog_changes.prepare_change(session, context, "eenzaamheid", entry, expect="new")
+        second = catalog_changes.prepare_change(session, context, "eenzaamheid", entry, expect="new")
     with state.sessions() as session:
         catalog_changes.record(session, first, actor="system:test", now=datetime.now(UTC))
         session.commit()
